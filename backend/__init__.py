@@ -1,0 +1,1 @@
+"""The dLLM engine: models, loader, tokenizer, reference decoder (and, later, scheduler and runner)."""

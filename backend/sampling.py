@@ -1,0 +1,78 @@
+"""Turning logit rows into (token, confidence): greedy, Gumbel-max with temperature, random remasking.
+
+Noise is counter-based: the uniform for (seed, step, position, vocabulary id) is a hash of those
+four numbers, computed with integer tensor ops. So it does not depend on which other rows are in
+the batch, on how rows are chunked, or on the device, and the engine reproduces the reference
+decoder exactly while drawing noise only for the rows it decodes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_M32 = 0xFFFFFFFF
+STREAM_GUMBEL = 0x68E31DA4
+STREAM_REMASK = 0x1B56C4E9
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for 0 <= x < 2**32 without int64 overflow (split x into 16-bit halves)."""
+    lo, hi = x & 0xFFFF, x >> 16
+    return (lo * c + (((hi * c) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit avalanche hash (xor-shift-multiply, the 'lowbias32' constants)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _key(seed: int, stream: int, step: int, positions: torch.Tensor) -> torch.Tensor:
+    """One 32-bit key per row from (seed, stream, step, position)."""
+    k = torch.full_like(positions, (seed ^ stream) & _M32)
+    k = _mix32(k ^ ((seed >> 32) & _M32))
+    k = _mix32(k ^ (step & _M32))
+    return _mix32(k ^ (positions & _M32))
+
+
+def uniform(seed: int, stream: int, step: int, positions: torch.Tensor, width: int,
+            col_start: int = 0) -> torch.Tensor:
+    """float64 uniforms in (0, 1), shape [rows, width], for columns col_start..col_start+width."""
+    key = _key(seed, stream, step, positions.long()).unsqueeze(1)
+    cols = torch.arange(col_start, col_start + width, device=positions.device, dtype=torch.long)
+    a = _mix32(key ^ _mix32(cols * 2))
+    b = _mix32(key ^ _mix32(cols * 2 + 1))
+    # 52 random bits, offset by half a step so that 0 and 1 never occur (log(0) below).
+    bits = (a >> 6) * (1 << 26) + (b >> 6)
+    return (bits.to(torch.float64) + 0.5) / float(1 << 52)
+
+
+def pick_tokens(logits: torch.Tensor, positions: torch.Tensor, temperature: float, seed: int,
+                step: int, remasking: str = "low_confidence",
+                mask_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the chosen token and the confidence used to rank rows for committing.
+
+    `logits` are [rows, vocab] for the rows at `positions`. Greedy (temperature 0) takes the argmax;
+    otherwise the Gumbel-max trick in float64 (argmax of logits - T * log(-log u), the log form of
+    LLaDA's exp(logits) / (-log u) ** T). The confidence is the softmax probability of the chosen
+    token under the un-noised logits (low_confidence) or a uniform draw (random). Rows are
+    independent, so any chunking of rows gives the same result. The mask token is never chosen
+    (a committed [MASK] would leave the position masked forever).
+    """
+    work = logits.to(torch.float64) if logits.dtype == torch.float64 else logits.float()
+    if mask_token_id is not None:
+        work = work.index_fill(-1, torch.tensor([mask_token_id], device=work.device), float("-inf"))
+    if temperature > 0:
+        u = uniform(seed, STREAM_GUMBEL, step, positions, logits.shape[-1])
+        tokens = (work.to(torch.float64) - temperature * torch.log(-torch.log(u))).argmax(-1)
+    else:
+        tokens = work.argmax(-1)
+    if remasking == "random":
+        conf = uniform(seed, STREAM_REMASK, step, positions, 1).squeeze(1).to(work.dtype)
+    else:
+        chosen = work.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        conf = torch.exp(chosen - torch.logsumexp(work, dim=-1))
+    return tokens, conf
