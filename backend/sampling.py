@@ -30,16 +30,17 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def _key(seed: int, stream: int, step: int, positions: torch.Tensor) -> torch.Tensor:
-    """One 32-bit key per row from (seed, stream, step, position)."""
-    k = torch.full_like(positions, (seed ^ stream) & _M32)
+def _key(seed, stream: int, step, positions: torch.Tensor) -> torch.Tensor:
+    """One 32-bit key per row from (seed, stream, step, position); seed and step may be per-row tensors."""
+    seed = torch.as_tensor(seed, dtype=torch.long, device=positions.device).expand_as(positions)
+    step = torch.as_tensor(step, dtype=torch.long, device=positions.device).expand_as(positions)
+    k = _mix32((seed ^ stream) & _M32)
     k = _mix32(k ^ ((seed >> 32) & _M32))
     k = _mix32(k ^ (step & _M32))
     return _mix32(k ^ (positions & _M32))
 
 
-def uniform(seed: int, stream: int, step: int, positions: torch.Tensor, width: int,
-            col_start: int = 0) -> torch.Tensor:
+def uniform(seed, stream: int, step, positions: torch.Tensor, width: int, col_start: int = 0) -> torch.Tensor:
     """float64 uniforms in (0, 1), shape [rows, width], for columns col_start..col_start+width."""
     key = _key(seed, stream, step, positions.long()).unsqueeze(1)
     cols = torch.arange(col_start, col_start + width, device=positions.device, dtype=torch.long)
@@ -50,29 +51,35 @@ def uniform(seed: int, stream: int, step: int, positions: torch.Tensor, width: i
     return (bits.to(torch.float64) + 0.5) / float(1 << 52)
 
 
-def pick_tokens(logits: torch.Tensor, positions: torch.Tensor, temperature: float, seed: int,
-                step: int, remasking: str = "low_confidence",
-                mask_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pick_tokens(logits: torch.Tensor, positions: torch.Tensor, temperature, seed, step,
+                remasking="low_confidence", mask_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the chosen token and the confidence used to rank rows for committing.
 
-    `logits` are [rows, vocab] for the rows at `positions`. Greedy (temperature 0) takes the argmax;
-    otherwise the Gumbel-max trick in float64 (argmax of logits - T * log(-log u), the log form of
-    LLaDA's exp(logits) / (-log u) ** T). The confidence is the softmax probability of the chosen
-    token under the un-noised logits (low_confidence) or a uniform draw (random). Rows are
-    independent, so any chunking of rows gives the same result. The mask token is never chosen
-    (a committed [MASK] would leave the position masked forever).
+    `logits` are [rows, vocab] for the rows at `positions`. `temperature`, `seed` and `step` are
+    scalars or per-row tensors; `remasking` is a string or a per-row bool tensor (True = random).
+    Greedy rows (temperature 0) take the argmax; others use the Gumbel-max trick in float64 (argmax
+    of logits - T * log(-log u), the log form of LLaDA's exp(logits) / (-log u) ** T). The
+    confidence is the softmax probability of the chosen token under the un-noised logits
+    (low_confidence) or a uniform draw (random). Rows are independent, so any chunking of rows
+    gives the same result. The mask token is never chosen (a committed [MASK] would leave the
+    position masked forever).
     """
+    rows, vocab = logits.shape
+    dev = logits.device
     work = logits.to(torch.float64) if logits.dtype == torch.float64 else logits.float()
     if mask_token_id is not None:
-        work = work.index_fill(-1, torch.tensor([mask_token_id], device=work.device), float("-inf"))
-    if temperature > 0:
-        u = uniform(seed, STREAM_GUMBEL, step, positions, logits.shape[-1])
-        tokens = (work.to(torch.float64) - temperature * torch.log(-torch.log(u))).argmax(-1)
+        work = work.index_fill(-1, torch.tensor([mask_token_id], device=dev), float("-inf"))
+    temp = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(rows)
+    if bool((temp > 0).any()):
+        u = uniform(seed, STREAM_GUMBEL, step, positions, vocab)
+        tokens = (work.to(torch.float64) - temp.unsqueeze(1) * torch.log(-torch.log(u))).argmax(-1)
     else:
         tokens = work.argmax(-1)
-    if remasking == "random":
-        conf = uniform(seed, STREAM_REMASK, step, positions, 1).squeeze(1).to(work.dtype)
-    else:
-        chosen = work.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        conf = torch.exp(chosen - torch.logsumexp(work, dim=-1))
+    chosen = work.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    conf = torch.exp(chosen - torch.logsumexp(work, dim=-1))
+    random_rows = (torch.full((rows,), remasking == "random", device=dev) if isinstance(remasking, str)
+                   else remasking.to(dev))
+    if bool(random_rows.any()):
+        draw = uniform(seed, STREAM_REMASK, step, positions, 1).squeeze(1).to(conf.dtype)
+        conf = torch.where(random_rows, draw, conf)
     return tokens, conf

@@ -12,7 +12,7 @@ CACHE_MODES = ("none", "dual")
 DEFAULT_MAX_BLOCK = 32
 
 
-def _bool(name: str, v) -> bool:
+def parse_bool(name: str, v) -> bool:
     if isinstance(v, bool):
         return v
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0"):
@@ -22,7 +22,7 @@ def _bool(name: str, v) -> bool:
     raise ValueError(f"{name}: expected a boolean, got {v!r}")
 
 
-def _int(name: str, v) -> int:
+def parse_int(name: str, v) -> int:
     if isinstance(v, bool):
         raise ValueError(f"{name}: expected an integer, got {v!r}")
     if isinstance(v, int):
@@ -37,7 +37,7 @@ def _int(name: str, v) -> int:
     raise ValueError(f"{name}: expected an integer, got {v!r}")
 
 
-def _float(name: str, v) -> float:
+def parse_float(name: str, v) -> float:
     if isinstance(v, bool):
         raise ValueError(f"{name}: expected a number, got {v!r}")
     if isinstance(v, (int, float)):
@@ -50,7 +50,7 @@ def _float(name: str, v) -> float:
     raise ValueError(f"{name}: expected a number, got {v!r}")
 
 
-def _stop(name: str, v) -> list[str]:
+def parse_stop(name: str, v) -> list[str]:
     if isinstance(v, str):
         try:  # a JSON list passed as a string, as Triton request parameters arrive
             parsed = json.loads(v)
@@ -83,9 +83,9 @@ class SamplingParams:
     refresh_interval: int | None = None  # None: refresh at each block start only
 
     _CONVERTERS = {
-        "max_tokens": _int, "block_length": _int, "steps": _int, "threshold": _float,
-        "temperature": _float, "remasking": None, "seed": _int, "stop": _stop, "ignore_eos": _bool,
-        "cache": None, "sparse_retention": _float, "refresh_interval": _int,
+        "max_tokens": parse_int, "block_length": parse_int, "steps": parse_int, "threshold": parse_float,
+        "temperature": parse_float, "remasking": None, "seed": parse_int, "stop": parse_stop, "ignore_eos": parse_bool,
+        "cache": None, "sparse_retention": parse_float, "refresh_interval": parse_int,
     }
 
     def __post_init__(self):

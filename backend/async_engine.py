@@ -1,0 +1,140 @@
+"""A thread-safe front for the engine: one background loop, per-request output queues or callbacks.
+
+The Triton adapter and the benchmarks submit from other threads; only the loop thread touches the
+engine, so the engine itself needs no locks. Submissions and aborts are handed over through a
+lock-protected inbox that the loop drains between iterations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from backend.engine import Engine
+from backend.outputs import RequestOutput
+from backend.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class RequestStream:
+    """The outputs of one request, in order; iteration ends after the finished one."""
+
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+        self._queue: queue.Queue[RequestOutput] = queue.Queue()
+
+    def put(self, out: RequestOutput) -> None:
+        self._queue.put(out)
+
+    def get(self, timeout: float | None = None) -> RequestOutput:
+        return self._queue.get(timeout=timeout)
+
+    def __iter__(self):
+        while True:
+            out = self.get()
+            yield out
+            if out.finished:
+                return
+
+    async def __aiter__(self):
+        while True:
+            out = await asyncio.to_thread(self.get)
+            yield out
+            if out.finished:
+                return
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._cv = threading.Condition()
+        self._inbox: list[tuple] = []
+        self._sinks: dict[str, Callable[[RequestOutput], None]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._ids = 0
+        self._stats = {"running": 0, "waiting": 0, "kv_pages_used": 0,
+                       "kv_pages_total": engine.pool.allocator.num_pages}
+
+    def start(self) -> AsyncEngine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="dllm-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None,
+               on_output: Callable[[RequestOutput], None] | None = None) -> RequestStream:
+        """Queue a request. Validation errors are raised here, in the caller's thread."""
+        with self._cv:
+            if request_id is None:
+                self._ids += 1
+                request_id = f"req-{self._ids}"
+            stream = RequestStream(request_id)
+            self.engine.validate(prompt_ids, params)  # reads only immutable settings: safe off the loop thread
+            self._inbox.append(("add", request_id, prompt_ids, params, on_output or stream.put))
+            self._cv.notify()
+        return stream
+
+    def abort(self, request_id: str) -> None:
+        with self._cv:
+            self._inbox.append(("abort", request_id))
+            self._cv.notify()
+
+    def stats(self) -> dict:
+        with self._cv:
+            return dict(self._stats)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # --- the loop thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        engine = self.engine
+        while True:
+            with self._cv:
+                while not self._inbox and not self._stop and not engine.has_unfinished():
+                    self._cv.wait()
+                inbox, self._inbox = self._inbox, []
+                stopping = self._stop
+            for item in inbox:
+                self._handle(item)
+            if stopping:
+                for rid in list(engine.requests):
+                    engine.abort(rid)
+                self._deliver(engine.step())
+                return
+            self._deliver(engine.step())
+
+    def _handle(self, item: tuple) -> None:
+        if item[0] == "add":
+            _, rid, prompt_ids, params, sink = item
+            try:
+                self.engine.add_request(prompt_ids, params, rid)
+                self._sinks[rid] = sink
+            except Exception as e:  # already validated; this is the last line of defence
+                sink(RequestOutput(rid, [], True, "error", str(e), len(prompt_ids)))
+        else:
+            self.engine.abort(item[1])
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            sink = self._sinks.pop(out.request_id, None) if out.finished else self._sinks.get(out.request_id)
+            if sink is None:
+                continue
+            try:
+                sink(out)
+            except Exception:  # a broken consumer must not stop the loop for everybody else
+                log.exception("output callback for %s failed", out.request_id)
+        engine = self.engine
+        with self._cv:
+            self._stats.update(running=len(engine.scheduler.running), waiting=len(engine.scheduler.waiting),
+                               kv_pages_used=engine.pool.allocator.num_used)

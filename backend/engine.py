@@ -1,0 +1,194 @@
+"""The continuous-batching diffusion engine: schedule, run, commit; one iteration per `step()`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from backend.config import PRESETS
+from backend.denoise import select_commits
+from backend.engine_config import EngineConfig, MiB
+from backend.kv_pool import KVPool
+from backend.loader import load_model
+from backend.models import DiffusionLM, default_dtype, random_model
+from backend.outputs import GenerationResult, RequestOutput
+from backend.runner import ModelRunner
+from backend.sampling_params import SamplingParams
+from backend.scheduler import Scheduler, SchedulerConfig
+from backend.sequence import Phase, Request, Status
+from backend.stop_checker import StopChecker
+from backend.tokenizer import Tokenizer
+
+CPU_KV_BYTES = 256 * MiB
+
+
+class Engine:
+    def __init__(self, model: DiffusionLM, config: EngineConfig | None = None, tokenizer: Tokenizer | None = None,
+                 default_params: dict | None = None, kv_cache_bytes: int | None = None):
+        self.model = model
+        self.config = config or EngineConfig()
+        self.tokenizer = tokenizer
+        self.model_config = model.config
+        self.default_params = {**(default_params or {}), **self.config.default_sampling}
+        self.make_params({})  # fail at start-up, not at the first request, on bad defaults
+        kv_bytes = kv_cache_bytes or self.config.kv_cache_bytes or CPU_KV_BYTES
+        pages = KVPool.pages_for_budget(model.config, kv_bytes, self.config.page_size, model.dtype)
+        if pages < 1:
+            raise ValueError(f"kv_cache_bytes: {kv_bytes} bytes hold no page of {self.config.page_size} slots")
+        self.pool = KVPool(model.config, pages, self.config.page_size, model.dtype, model.device)
+        self.scheduler = Scheduler(SchedulerConfig(self.config.max_num_batched_tokens, self.config.max_num_seqs,
+                                                   self.config.scheduler), self.pool.allocator)
+        self.scheduler.on_free = lambda rid: self.pool.entries.pop(rid, None)
+        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes)
+        self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
+                                        else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
+        self.requests: dict[str, Request] = {}
+        self._pending: list[RequestOutput] = []
+        self._ids = itertools.count()
+        self.stats = {"iterations": 0, "forwards": 0, "refresh_rows": 0, "reuse_rows": 0, "committed": 0}
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> Engine:
+        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = getattr(torch, cfg.dtype) if cfg.dtype else default_dtype(device)
+        if cfg.model in PRESETS:
+            model, tokenizer, defaults = random_model(cfg.model, dtype, device, cfg.seed), None, {}
+        else:
+            path = Path(cfg.model)
+            model = load_model(path, dtype, device)
+            tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else path
+            tokenizer = Tokenizer(tok_dir) if (tok_dir / "tokenizer.json").is_file() or (
+                tok_dir / "vocab.json").is_file() else None
+            defaults = _generation_defaults(path / "generation_config.json")
+        kv_bytes = cfg.kv_cache_bytes
+        if kv_bytes is None and device.type == "cuda":
+            from backend.memory_profile import kv_budget_after_profiling
+
+            kv_bytes = kv_budget_after_profiling(model, cfg)
+        return cls(model, cfg, tokenizer, defaults, kv_bytes)
+
+    # --- requests -------------------------------------------------------------------------------
+    def make_params(self, values: dict | None = None) -> SamplingParams:
+        return SamplingParams.from_dict(values or {}, self.default_params)
+
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> Request:
+        """A request for these inputs, or a ValueError naming the field. Touches no engine state."""
+        cfg = self.model_config
+        if not prompt_ids:
+            raise ValueError("prompt: is empty (at least one token is needed)")
+        if any(not isinstance(t, int) or not 0 <= t < cfg.vocab_size or t == cfg.mask_token_id for t in prompt_ids):
+            raise ValueError(f"prompt: token ids must be integers in [0, {cfg.vocab_size}) other than the mask id")
+        if len(prompt_ids) + params.max_tokens > cfg.max_sequence_length:
+            raise ValueError(f"max_tokens: prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceed "
+                             f"the model's context of {cfg.max_sequence_length} positions")
+        r = Request("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift)
+        self.scheduler.check_fits(r)
+        return r
+
+    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:
+        r = self.validate(prompt_ids, params or self.make_params())
+        r.request_id = str(next(self._ids)) if request_id is None else str(request_id)
+        if r.request_id in self.requests:
+            raise ValueError(f"request_id: {r.request_id!r} is already in use")
+        self.scheduler.add(r)
+        self.requests[r.request_id] = r
+        return r.request_id
+
+    def abort(self, request_id: str) -> bool:
+        r = self.requests.get(request_id)
+        if r is None or r.is_finished:
+            return False
+        self._finish(r, "abort")
+        self._pending.append(self._output(r, []))
+        return True
+
+    def has_unfinished(self) -> bool:
+        return bool(self._pending) or self.scheduler.has_work()
+
+    # --- the loop -------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        outputs, self._pending = self._pending, []
+        batch = self.scheduler.schedule()
+        if not batch:
+            return outputs
+        try:
+            results = self.runner.run(batch)
+        except Exception as e:  # fail the requests of this batch only; the engine stays up
+            for r, _ in batch:
+                self._finish(r, "error", error=f"{type(e).__name__}: {e}")
+                outputs.append(self._output(r, []))
+            return outputs
+        self.stats["iterations"] += 1
+        for (r, phase), res in zip(batch, results, strict=True):
+            r.forwards += 1
+            self.stats["forwards"] += 1
+            self.stats["refresh_rows" if phase == Phase.REFRESH else "reuse_rows"] += (
+                r.refresh_cost if phase == Phase.REFRESH else r.reuse_cost)
+            if phase == Phase.REFRESH and self.pool.allocator.holds(r.request_id):
+                r.has_cache = True
+            chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold).tolist()
+            r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen])
+            self.stats["committed"] += len(chosen)
+            out = self._advance(r)
+            if out is not None:
+                outputs.append(out)
+        return outputs
+
+    def _advance(self, r: Request) -> RequestOutput | None:
+        """Stream what the committed prefix gained; finish on EOS, a stop string or the last block."""
+        prefix = r.committed_prefix()
+        keep, reason = self.stop_checker.check(prefix, r.params, r.streamed)
+        if reason is None and r.all_blocks_done:
+            keep, reason = len(prefix), "length"
+        new = prefix[r.streamed:keep]
+        r.streamed = max(r.streamed, keep)
+        if new and r.first_delta_time is None:
+            r.first_delta_time = time.monotonic()
+        if reason is not None:
+            self._finish(r, reason)
+        return self._output(r, new) if new or reason else None
+
+    def _finish(self, r: Request, reason: str, error: str | None = None) -> None:
+        self.scheduler.remove(r)
+        r.status, r.finish_reason, r.error = Status.FINISHED, reason, error
+        r.finish_time = time.monotonic()
+        self.requests.pop(r.request_id, None)
+
+    def _output(self, r: Request, new: list[int]) -> RequestOutput:
+        return RequestOutput(r.request_id, new, r.is_finished, r.finish_reason, r.error, r.prompt_len, r.streamed,
+                             r.forwards)
+
+    # --- offline API ----------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None
+                 ) -> list[GenerationResult]:
+        plist = params if isinstance(params, list) else [params or self.make_params()] * len(prompts)
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, plist, strict=True)]
+        results = {i: GenerationResult(i, [], "", len(p), 0) for i, p in zip(ids, prompts, strict=True)}
+        while any(not res.finish_reason for res in results.values()):
+            for out in self.step():
+                res = results.get(out.request_id)
+                if res is None:
+                    continue
+                if out.new_token_ids:
+                    res.token_ids += out.new_token_ids
+                    res.deltas.append(list(out.new_token_ids))
+                if out.finished:
+                    res.finish_reason, res.forwards, res.error = out.finish_reason, out.forwards, out.error
+        for res in results.values():
+            if self.tokenizer is not None:
+                res.text = self.tokenizer.decode(res.token_ids)
+        return [results[i] for i in ids]
+
+
+def _generation_defaults(path: Path) -> dict:
+    """The SamplingParams keys of a checkpoint's generation_config.json (other keys are ignored)."""
+    if not path.is_file():
+        return {}
+    known = set(SamplingParams._CONVERTERS)
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in known}

@@ -1,0 +1,76 @@
+"""Engine settings: one dataclass, validated, loadable from JSON or Triton config parameters (strings)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backend.sampling_params import parse_bool, parse_float, parse_int
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = str(REPO_ROOT / "model_repository" / "dllm" / "1" / "default-model")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+MiB = 1 << 20
+
+
+@dataclass
+class EngineConfig:
+    model: str = DEFAULT_MODEL  # checkpoint directory, or a preset name (random weights) such as "llada-8b"
+    tokenizer: str | None = None  # directory with tokenizer files; default: the checkpoint directory
+    dtype: str | None = None  # default: bfloat16 on CUDA, float32 on CPU
+    device: str | None = None  # default: cuda when available, else cpu
+    max_num_batched_tokens: int = 4096  # tokens through the model per iteration
+    max_num_seqs: int = 64  # requests running at once
+    page_size: int = 16  # K/V slots per page
+    kv_cache_bytes: int | None = None  # K/V pool size; default: 256 MiB on CPU, profiled on CUDA
+    gpu_memory_utilization: float = 0.90  # CUDA: fraction of device memory the engine may use in all
+    logit_budget_bytes: int = 64 * MiB  # largest logit chunk of the budgeted decode head
+    scheduler: str = "fcfs"  # "fcfs" | "static"
+    seed: int = 0  # random weights for preset models
+    default_sampling: dict = field(default_factory=dict)  # overrides the checkpoint's generation_config.json
+
+    def __post_init__(self):
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype: must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("max_num_batched_tokens", "max_num_seqs", "page_size", "logit_budget_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
+            raise ValueError(f"kv_cache_bytes: must be >= 1, got {self.kv_cache_bytes}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.scheduler not in ("fcfs", "static"):
+            raise ValueError(f"scheduler: must be 'fcfs' or 'static', got {self.scheduler!r}")
+        if not isinstance(self.default_sampling, dict):
+            raise ValueError("default_sampling: expected a JSON object")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EngineConfig:
+        """From JSON or Triton parameters, where every value may arrive as a string."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, raw in values.items():
+            if key not in types:
+                raise ValueError(f"{key}: unknown engine setting; known: {sorted(types)}")
+            t = str(types[key])
+            if raw is None or (isinstance(raw, str) and raw == "" and "None" in t):
+                kwargs[key] = None
+            elif t.startswith("int"):
+                kwargs[key] = parse_int(key, raw)
+            elif t.startswith("float"):
+                kwargs[key] = parse_float(key, raw)
+            elif t.startswith("bool"):
+                kwargs[key] = parse_bool(key, raw)
+            elif t == "dict":
+                kwargs[key] = json.loads(raw) if isinstance(raw, str) else raw
+            else:
+                if not isinstance(raw, str):
+                    raise ValueError(f"{key}: expected a string, got {raw!r}")
+                kwargs[key] = raw
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> EngineConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,36 @@
+"""CUDA: size the K/V pool from what is left after the weights and a worst-case forward."""
+
+from __future__ import annotations
+
+import torch
+
+from backend.decode_head import rows_per_chunk
+from backend.engine_config import EngineConfig
+from backend.models import DiffusionLM, PackedBatch
+
+
+@torch.inference_mode()
+def kv_budget_after_profiling(model: DiffusionLM, cfg: EngineConfig) -> int:
+    """Bytes for the K/V pool: device memory x gpu_memory_utilization, minus the peak of a forward over
+    a full token budget (activations) plus one logit chunk of the decode head."""
+    device = model.device
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    tokens = cfg.max_num_batched_tokens
+    ctx = model.config.max_sequence_length
+    lengths = [ctx] * (tokens // ctx) + ([tokens % ctx] if tokens % ctx else [])
+    ids = torch.zeros(tokens, dtype=torch.long, device=device)
+    hidden = model(ids, PackedBatch.contiguous(lengths, device))
+    rows = min(tokens, rows_per_chunk(model.config.vocab_size, model.dtype, True, cfg.logit_budget_bytes))
+    model.lm_head(hidden[:rows]).float()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del hidden
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    budget = int(total * cfg.gpu_memory_utilization) - peak
+    if budget <= 0:
+        raise RuntimeError(f"gpu_memory_utilization: {cfg.gpu_memory_utilization} of {total / 2**30:.1f} GiB leaves no "
+                           f"room for the K/V cache after a {peak / 2**30:.1f} GiB profiling peak")
+    return budget

@@ -1,0 +1,50 @@
+"""Page bookkeeping for the K/V pool: which request owns which pages (no tensors, so the scheduler
+can ask "does this fit?" without touching device memory)."""
+
+from __future__ import annotations
+
+
+class OutOfPages(RuntimeError):
+    pass
+
+
+class PageAllocator:
+    def __init__(self, num_pages: int, page_size: int):
+        if num_pages < 1 or page_size < 1:
+            raise ValueError(f"kv pool: needs at least one page of at least one slot (got {num_pages} x {page_size})")
+        self.num_pages = num_pages
+        self.page_size = page_size
+        self._free = list(range(num_pages - 1, -1, -1))  # pop() hands out low page ids first
+        self.owned: dict[str, list[int]] = {}
+
+    def pages_for(self, slots: int) -> int:
+        return -(-slots // self.page_size)
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_pages - len(self._free)
+
+    def can_allocate(self, slots: int) -> bool:
+        return self.pages_for(slots) <= len(self._free)
+
+    def allocate(self, owner: str, slots: int) -> list[int]:
+        """Give `owner` pages for `slots` slots (replacing what it held)."""
+        self.free(owner)
+        n = self.pages_for(slots)
+        if n > len(self._free):
+            raise OutOfPages(f"kv pool: {owner} needs {n} pages, {len(self._free)} free")
+        pages = [self._free.pop() for _ in range(n)]
+        self.owned[owner] = pages
+        return pages
+
+    def free(self, owner: str) -> int:
+        pages = self.owned.pop(owner, [])
+        self._free.extend(reversed(pages))
+        return len(pages)
+
+    def holds(self, owner: str) -> bool:
+        return owner in self.owned

@@ -1,0 +1,176 @@
+"""Which requests run in the next engine iteration, and in which phase (no tensors here).
+
+Costs are in tokens through the model: a Refresh costs the whole sequence, a Reuse costs the block.
+A request holds K/V pages from admission until it finishes or is preempted; preemption drops the
+cache of the newest running request (its committed tokens stay; it resumes with a Refresh).
+Policies are small objects that order the work; the mechanics (pages, preemption) live here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+from backend.page_allocator import PageAllocator
+from backend.sequence import Phase, Request, Status
+
+Batch = list[tuple[Request, Phase]]
+
+
+@dataclass
+class SchedulerConfig:
+    max_num_batched_tokens: int = 4096  # token budget of one iteration
+    max_num_seqs: int = 64  # requests running at once
+    policy: str = "fcfs"
+
+    def __post_init__(self):
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens: must be >= 1, got {self.max_num_batched_tokens}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"scheduler: unknown policy {self.policy!r}; known: {sorted(POLICIES)}")
+
+
+class Scheduler:
+    def __init__(self, cfg: SchedulerConfig, allocator: PageAllocator | None):
+        self.cfg = cfg
+        self.allocator = allocator
+        self.policy = POLICIES[cfg.policy]()
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        self.preempted_now: set[int] = set()  # ids of requests preempted in the current pass
+        self._order = itertools.count()
+
+    # --- queue changes --------------------------------------------------------------------------
+    def check_fits(self, r: Request) -> None:
+        """Reject at once a request that could never be scheduled (instead of queueing it forever)."""
+        if r.refresh_cost > self.cfg.max_num_batched_tokens:
+            raise ValueError(f"max_tokens: prompt ({r.prompt_len}) + max_tokens ({r.params.max_tokens}) = "
+                             f"{r.refresh_cost} tokens exceed max_num_batched_tokens={self.cfg.max_num_batched_tokens}")
+        if self.allocator is not None and self.allocator.pages_for(r.cached_positions) > self.allocator.num_pages:
+            raise ValueError(f"max_tokens: the request needs {self.allocator.pages_for(r.cached_positions)} K/V pages,"
+                             f" the pool has {self.allocator.num_pages}")
+
+    def add(self, r: Request) -> None:
+        self.check_fits(r)
+        r.status = Status.WAITING
+        r.order = next(self._order)
+        self.waiting.append(r)
+
+    def remove(self, r: Request) -> None:
+        """Take a request out of the queues (finished or aborted) and free its pages."""
+        if r in self.running:
+            self.running.remove(r)
+        elif r in self.waiting:
+            self.waiting.remove(r)
+        self._drop_cache(r)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # --- scheduling -----------------------------------------------------------------------------
+    def schedule(self) -> Batch:
+        return self.policy.schedule(self)
+
+    def admit(self, r: Request, batch: Batch) -> bool:
+        """Move a waiting request to running if its K/V fits (preempting newer ones if need be)."""
+        if not self._acquire_pages(r, batch):
+            return False
+        self.waiting.remove(r)
+        self.running.append(r)
+        self.running.sort(key=lambda x: x.order)
+        r.status = Status.RUNNING
+        return True
+
+    def _acquire_pages(self, r: Request, batch: Batch) -> bool:
+        slots = r.cached_positions
+        if self.allocator is None or slots == 0:
+            return True
+        in_batch = {id(x) for x, _ in batch}
+        while not self.allocator.can_allocate(slots):
+            victims = [x for x in self.running if x.order > r.order and id(x) not in in_batch
+                       and self.allocator.holds(x.request_id)]
+            if not victims:
+                return False
+            # Newest first, but a request about to Refresh anyway loses nothing (not even answer
+            # stability: its next step rebuilds the cache either way), so it goes before the rest.
+            at_refresh = [x for x in victims if x.needs_refresh]
+            self.preempt((at_refresh or victims)[-1])
+        self.allocator.allocate(r.request_id, slots)
+        return True
+
+    def preempt(self, r: Request) -> None:
+        """Drop a running request's cache and send it back to the waiting queue in arrival order."""
+        if r not in self.running:
+            return
+        self.running.remove(r)
+        self._drop_cache(r)
+        r.status = Status.WAITING
+        r.num_preemptions += 1
+        self.num_preemptions += 1
+        self.preempted_now.add(id(r))
+        older = [x for x in self.waiting if x.order <= r.order]
+        self.waiting.insert(len(older), r)
+
+    def _drop_cache(self, r: Request) -> None:
+        r.has_cache = False
+        if self.allocator is not None:
+            self.allocator.free(r.request_id)
+            self.on_free(r.request_id)
+
+    def on_free(self, request_id: str) -> None:
+        """Hook for the engine to drop the pool's index of a request whose pages were freed."""
+
+
+def phase_of(r: Request) -> Phase:
+    return Phase.REFRESH if r.needs_refresh else Phase.REUSE
+
+
+class FCFSPolicy:
+    """All requests in arrival order under the token budget: a running one takes its step, a waiting
+    one is admitted if its K/V fits (an older request resuming after preemption may preempt newer
+    ones). A request that does not fit the budget is skipped, not waited for (no head-of-line
+    blocking); admission stops at the first request whose K/V does not fit, so large requests are
+    not starved by small ones."""
+
+    def schedule(self, s: Scheduler) -> Batch:
+        budget, batch, admitting = s.cfg.max_num_batched_tokens, [], True
+        s.preempted_now.clear()
+        for r in sorted([*s.running, *s.waiting], key=lambda x: x.order):
+            if len(batch) >= s.cfg.max_num_seqs:
+                break
+            if r.status == Status.RUNNING:
+                cost = r.step_cost()
+                if cost <= budget:
+                    batch.append((r, phase_of(r)))
+                    budget -= cost
+                continue
+            # Waiting. Requests preempted during this very pass are not taken back at once.
+            if not admitting or id(r) in s.preempted_now:
+                continue
+            if len(s.running) >= s.cfg.max_num_seqs or r.refresh_cost > budget:
+                continue
+            if not s.admit(r, batch):
+                admitting = False
+                continue
+            batch.append((r, Phase.REFRESH))
+            budget -= r.refresh_cost
+        return batch
+
+
+class StaticPolicy:
+    """The research-loop baseline: a fixed batch is admitted only when the previous one has finished
+    entirely, and every member steps in every iteration (no token budget)."""
+
+    def schedule(self, s: Scheduler) -> Batch:
+        if not s.running:
+            for r in list(s.waiting):
+                if len(s.running) >= s.cfg.max_num_seqs or not s.admit(r, []):
+                    break
+        return [(r, phase_of(r)) for r in s.running]
+
+
+POLICIES = {"fcfs": FCFSPolicy, "static": StaticPolicy}

@@ -1,0 +1,135 @@
+"""Per-request decoding state: tokens, block and step counters, phase, streaming cursor (no tensors)."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from backend.denoise import contiguous_prefix, transfer_schedule
+from backend.sampling_params import SamplingParams
+
+
+class Phase(enum.Enum):
+    REFRESH = "refresh"  # whole sequence through the model; rebuilds this request's cached K/V
+    REUSE = "reuse"  # only the current block; attends to the cached K/V of every other position
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    mask_token_id: int
+    logit_shift: int = 0  # Dream: the hidden state of position p-1 predicts position p
+    arrival_time: float = field(default_factory=time.monotonic)
+    order: int = 0  # admission order, set by the scheduler (strict, unlike clock readings)
+
+    tokens: list[int] = field(init=False)
+    block: int = 0
+    step_in_block: int = 0
+    global_step: int = 0  # steps taken over the whole request: the noise counter
+    forwards: int = 0
+    streamed: int = 0  # generation tokens already sent as deltas
+    status: Status = Status.WAITING
+    finish_reason: str | None = None
+    error: str | None = None
+    has_cache: bool = False  # the K/V pool holds a valid cache for the current block
+    num_preemptions: int = 0
+    first_delta_time: float | None = None
+    finish_time: float | None = None
+    _quotas: list[int] | None = None
+
+    def __post_init__(self):
+        self.tokens = list(self.prompt_ids) + [self.mask_token_id] * self.params.max_tokens
+
+    # --- geometry -------------------------------------------------------------------------------
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def seq_len(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def block_start(self) -> int:
+        return self.prompt_len + self.block * self.params.block_length
+
+    @property
+    def block_end(self) -> int:
+        return self.block_start + self.params.block_length
+
+    @property
+    def computed_range(self) -> tuple[int, int]:
+        """Rows a Reuse step recomputes: the block, plus the row before it when predictions shift."""
+        return self.block_start - self.logit_shift, self.block_end
+
+    def masked_positions(self) -> list[int]:
+        return [p for p in range(self.block_start, self.block_end) if self.tokens[p] == self.mask_token_id]
+
+    # --- phase and cost (what the scheduler needs) --------------------------------------------
+    @property
+    def needs_refresh(self) -> bool:
+        p = self.params
+        if p.cache == "none" or not self.has_cache or self.step_in_block == 0:
+            return True
+        return p.refresh_interval is not None and self.step_in_block % p.refresh_interval == 0
+
+    @property
+    def refresh_cost(self) -> int:
+        return self.seq_len
+
+    @property
+    def reuse_cost(self) -> int:
+        lo, hi = self.computed_range
+        return hi - lo
+
+    def step_cost(self) -> int:
+        return self.refresh_cost if self.needs_refresh else self.reuse_cost
+
+    @property
+    def cached_positions(self) -> int:
+        """K/V slots a dense cache needs: every position outside the recomputed rows."""
+        return 0 if self.params.cache == "none" else self.seq_len - self.reuse_cost
+
+    # --- denoising bookkeeping ------------------------------------------------------------------
+    def quota(self) -> int | None:
+        """Tokens this step commits (None under threshold decoding)."""
+        if self.params.threshold is not None:
+            return None
+        if self._quotas is None:
+            self._quotas = transfer_schedule(self.params.block_length, self.params.steps_per_block)
+        return self._quotas[self.step_in_block]
+
+    def commit(self, positions: list[int], token_ids: list[int]) -> None:
+        for p, t in zip(positions, token_ids, strict=True):
+            self.tokens[p] = t
+        self.step_in_block += 1
+        self.global_step += 1
+        if all(self.tokens[p] != self.mask_token_id for p in range(self.block_start, self.block_end)):
+            self.block += 1
+            self.step_in_block = 0
+            self._quotas = None
+            self.has_cache = False  # the next block starts with a Refresh
+
+    def generation(self) -> list[int]:
+        return self.tokens[self.prompt_len:]
+
+    def committed_prefix(self) -> list[int]:
+        gen = self.generation()
+        return gen[:contiguous_prefix([t == self.mask_token_id for t in gen])]
+
+    @property
+    def all_blocks_done(self) -> bool:
+        return self.block >= self.params.num_blocks
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == Status.FINISHED
