@@ -11,23 +11,33 @@ class StopChecker:
         self.stop_token_ids = set(stop_token_ids)
 
     def check(self, prefix: list[int], params: SamplingParams, streamed: int) -> tuple[int, str | None]:
-        """(how many prefix tokens to keep, finish reason or None).
+        """(how many prefix tokens may be streamed, finish reason or None).
 
-        EOS: keep the tokens before the first stop id. Stop strings: keep the tokens whose text ends
-        before the first occurrence (text already streamed cannot be taken back, so at least
-        `streamed` tokens are kept).
+        EOS: the tokens before the first stop id. Stop strings: the tokens whose text ends before the
+        first occurrence; while no stop string has occurred, tokens whose text could be the start of
+        one are held back, because streamed text cannot be taken back.
         """
         if not params.ignore_eos:
             for i, t in enumerate(prefix):
                 if t in self.stop_token_ids:
                     return i, "eos"
-        if params.stop and self.tokenizer is not None and prefix:
-            text = self.tokenizer.decode(prefix)
-            hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
-            if hits:
-                start = min(hits)
-                keep = 0
-                while keep < len(prefix) and len(self.tokenizer.decode(prefix[:keep + 1])) <= start:
-                    keep += 1
-                return max(keep, streamed), "stop"
-        return len(prefix), None
+        if not params.stop or self.tokenizer is None or not prefix:
+            return len(prefix), None
+        text = self.tokenizer.decode(prefix)
+        hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+        if hits:
+            return max(self._tokens_within(prefix, min(hits)), streamed), "stop"
+        held = max((m for s in params.stop for m in range(1, len(s)) if text.endswith(s[:m])), default=0)
+        return max(self._tokens_within(prefix, len(text) - held), streamed), None
+
+    def _tokens_within(self, prefix: list[int], chars: int) -> int:
+        """The most leading tokens whose decoded text is at most `chars` characters (binary search:
+        the decoded length grows with the number of tokens)."""
+        lo, hi = 0, len(prefix)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(self.tokenizer.decode(prefix[:mid])) <= chars:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
