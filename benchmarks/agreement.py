@@ -1,0 +1,63 @@
+"""Token agreement of the engine with the reference decoder (the oracle), for approximations that are
+measured rather than asserted: stale caches, lower precision, threshold decoding, sparse retention.
+
+    python -m benchmarks.agreement --model tiny-llada --dtype float32 --requests 16
+    python -m benchmarks.agreement --model model_repository/dllm/1/default-model --refresh-interval 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+
+import torch
+
+from backend.engine import Engine
+from backend.engine_config import EngineConfig
+from backend.reference import generate
+from backend.sampling_params import SamplingParams
+
+
+def measure(engine: Engine, prompts: list[list[int]], params: SamplingParams) -> dict:
+    results = engine.generate(prompts, params)
+    same_tokens = total = exact = 0
+    for p, res in zip(prompts, results, strict=True):
+        ref = generate(engine.model, p, params, engine.stop_checker.stop_token_ids).tokens
+        n = max(len(ref), len(res.token_ids))
+        same_tokens += sum(a == b for a, b in zip(ref, res.token_ids, strict=False))
+        total += n
+        exact += ref == res.token_ids
+    return {"requests": len(prompts), "exact_requests": exact, "token_agreement": same_tokens / max(total, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.agreement", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny-llada")
+    ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--prompt-len", type=int, default=24)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--block-length", type=int, default=8)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--threshold", type=float)
+    ap.add_argument("--refresh-interval", type=int)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    engine = Engine.from_config(EngineConfig(model=args.model, dtype=args.dtype, device="cpu"))
+    cfg = engine.model_config
+    rng = random.Random(args.seed)
+    vocab = [t for t in range(cfg.vocab_size) if t != cfg.mask_token_id and t not in cfg.stop_token_ids]
+    prompts = [[rng.choice(vocab) for _ in range(rng.randint(1, args.prompt_len))] for _ in range(args.requests)]
+    params = SamplingParams(max_tokens=args.max_tokens, block_length=args.block_length, steps=args.steps,
+                            threshold=args.threshold, refresh_interval=args.refresh_interval)
+    with torch.inference_mode():
+        report = {"model": args.model, "dtype": args.dtype, "params": params.to_dict(),
+                  **measure(engine, prompts, params)}
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
