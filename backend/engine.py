@@ -86,6 +86,8 @@ class Engine:
         if len(prompt_ids) + params.max_tokens > cfg.max_sequence_length:
             raise ValueError(f"max_tokens: prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceed "
                              f"the model's context of {cfg.max_sequence_length} positions")
+        if params.sparse_retention < 1.0:
+            raise ValueError("sparse_retention: head-centric sparse attention is not available yet; use 1.0")
         r = Request("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift)
         self.scheduler.check_fits(r)
         return r
