@@ -95,6 +95,7 @@ def _engine(model, kv_pages, **kw):
 
 def test_over_admission_queues_and_everything_is_freed(tiny64):
     engine = _engine(tiny64, kv_pages=12)
+    assert engine.pool.nbytes <= engine.config.kv_cache_bytes
     rng = random.Random(0)
     prompts = [[rng.randrange(1, 90) for _ in range(rng.randint(4, 20))] for _ in range(8)]
     sp = SamplingParams(max_tokens=16, block_length=8, refresh_interval=1)
@@ -105,7 +106,7 @@ def test_over_admission_queues_and_everything_is_freed(tiny64):
             done.setdefault(out.request_id, []).extend(out.new_token_ids)
         peak = max(peak, engine.pool.allocator.num_used)
         assert engine.pool.allocator.num_used <= engine.pool.allocator.num_pages
-    assert peak == engine.pool.allocator.num_pages or peak > 0
+    assert peak > engine.pool.allocator.num_pages // 2  # the pool was really shared
     assert engine.pool.allocator.num_used == 0 and not engine.pool.entries
     for rid, p in zip(ids, prompts, strict=True):
         assert done[rid] == generate(tiny64, p, sp).tokens
