@@ -1,0 +1,110 @@
+"""Parse one Triton request (the vLLM backend's I/O convention) into a `GenerateRequest`.
+
+Independent of Triton: the caller passes a getter for input tensors (numpy arrays) and the request's
+parameters as the JSON string Triton gives. Every problem raises `InvalidInput` whose message starts
+with the offending field's name; the adapter turns it into an INVALID_ARG error.
+
+Sampling parameters come from two places, merged in this order (later wins):
+1. request parameters: how Triton's `generate` endpoint passes JSON keys that are not input names, and
+   how gRPC clients pass `parameters=`;
+2. the `sampling_parameters` input: a JSON object (values may be strings).
+The boolean inputs (`stream`, `exclude_input_in_output`, ...) may also come as request parameters,
+so `{"text_input": ..., "parameters": {"stream": true}}` works too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FLAG_INPUTS = ("stream", "exclude_input_in_output", "return_finish_reason", "return_num_input_tokens",
+               "return_num_output_tokens")
+
+
+class InvalidInput(ValueError):
+    """A client error; the message starts with the field's name."""
+
+
+@dataclass
+class GenerateRequest:
+    prompt: str
+    stream: bool = False
+    # vLLM's default: a non-streaming response repeats the prompt before the generated text.
+    exclude_input_in_output: bool = False
+    return_finish_reason: bool = False
+    return_num_input_tokens: bool = False
+    return_num_output_tokens: bool = False
+    sampling: dict = field(default_factory=dict)  # raw values; the engine validates them
+
+
+def _single(name: str, arr: np.ndarray):
+    arr = np.asarray(arr)
+    if arr.size != 1:
+        raise InvalidInput(f"{name}: expected exactly one element, got shape {list(arr.shape)}")
+    return arr.reshape(-1)[0]
+
+
+def _text(name: str, value) -> str:
+    if isinstance(value, (bytes, np.bytes_)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if isinstance(value, str):
+        return value
+    raise InvalidInput(f"{name}: expected a string (BYTES), got {type(value).__name__}")
+
+
+def _flag(name: str, value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise InvalidInput(f"{name}: expected a boolean, got {value!r}")
+
+
+def _json_object(name: str, text: str) -> dict:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"{name}: not valid JSON ({e.msg} at position {e.pos})") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_request(get_input: Callable[[str], np.ndarray | None], parameters_json: str = "") -> GenerateRequest:
+    """`get_input(name)` returns the input's numpy array or None when the client did not send it."""
+    raw = get_input("text_input")
+    if raw is None:
+        raise InvalidInput("text_input: missing (a BYTES tensor holding the prompt)")
+    prompt = _text("text_input", _single("text_input", raw))
+    if not prompt:
+        raise InvalidInput("text_input: empty prompt")
+
+    sampling = _json_object("parameters", parameters_json or "")
+    flags = {}
+    for name in FLAG_INPUTS:
+        arr = get_input(name)
+        if arr is not None:
+            flags[name] = _flag(name, _single(name, arr))
+        elif name in sampling:
+            flags[name] = _flag(name, sampling[name])
+        sampling.pop(name, None)
+
+    sp = get_input("sampling_parameters")
+    if sp is not None:
+        sampling.update(_json_object("sampling_parameters", _text("sampling_parameters", _single("sampling_parameters",
+                                                                                                   sp))))
+    req = GenerateRequest(prompt=prompt, sampling=sampling, **flags)
+    if req.stream and flags.get("exclude_input_in_output") is False:
+        raise InvalidInput("exclude_input_in_output: must be true (or unset) when streaming; "
+                           "streamed deltas never repeat the prompt")
+    if req.stream:
+        req.exclude_input_in_output = True
+    return req

@@ -1,0 +1,107 @@
+"""What to send for one request, given the engine's outputs: the streaming rules in one place.
+
+- streaming: one response per output whose committed tokens completed some text; never an empty
+  first chunk; the final output always gives the last response (FINAL flag), carrying the
+  `finish_reason` and whatever text was still held;
+- non-streaming: exactly one response at the end, with the prompt in front unless
+  `exclude_input_in_output`;
+- `num_output_tokens` counts the tokens behind each response, so the counts of a stream add up to
+  the total (the vLLM backend's convention).
+
+It also keeps the timestamps the metrics need (first delta, gaps between deltas, end to end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from backend.serving.detokenizer import IncrementalDetokenizer
+from backend.serving.inputs import GenerateRequest
+
+
+@dataclass
+class Reply:
+    """One response to send. `error` set: send an error response instead (with FINAL)."""
+    text: str
+    final: bool
+    finish_reason: str | None = None
+    num_output_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Timing:
+    """Seconds, for the metrics; None where the event has not happened."""
+    first_delta: float | None = None  # arrival -> first committed text
+    between_deltas: list[float] | None = None  # gaps between successive committed texts
+    end_to_end: float | None = None
+
+
+class RequestTracker:
+    def __init__(self, request: GenerateRequest, num_prompt_tokens: int, decode: Callable[[list[int]], str],
+                 clock: Callable[[], float] = time.monotonic):
+        self.request = request
+        self.num_prompt_tokens = num_prompt_tokens
+        self.detok = IncrementalDetokenizer(decode)
+        self.clock = clock
+        self.arrival = clock()
+        self._last_delta_at: float | None = None
+        self._unsent_tokens = 0
+        self.sent_any = False
+        self.finished = False
+        self.finish_reason: str | None = None
+        self.num_output_tokens = 0
+        self.forwards = 0
+        self.timing = Timing(between_deltas=[])
+
+    def on_output(self, out) -> Reply | None:
+        """`out`: a backend.outputs.RequestOutput. Returns the response to send now, if any."""
+        if self.finished:
+            return None  # defensive: nothing may follow the final response
+        text = self.detok.push(out.new_token_ids)
+        self._unsent_tokens += len(out.new_token_ids)
+        self.num_output_tokens = out.num_output_tokens
+        self.forwards = out.forwards
+        if text:
+            self._mark_delta()
+        if out.finished:
+            return self._finish(out, text)
+        if not self.request.stream or not text:
+            return None
+        return self._reply(text, final=False)
+
+    def _finish(self, out, text: str) -> Reply:
+        self.finished = True
+        self.finish_reason = out.finish_reason
+        self.timing.end_to_end = self.clock() - self.arrival
+        if out.finish_reason == "error":
+            return Reply(text="", final=True, finish_reason="error", error=out.error or "engine failure")
+        tail = self.detok.finish()
+        if tail:
+            self._mark_delta()
+        text += tail
+        if not self.request.stream:
+            text = self.detok.text if self.request.exclude_input_in_output else self.request.prompt + self.detok.text
+        return self._reply(text, final=True, finish_reason=out.finish_reason)
+
+    def _reply(self, text: str, final: bool, finish_reason: str | None = None) -> Reply:
+        tokens, self._unsent_tokens = self._unsent_tokens, 0
+        if not self.request.stream:
+            tokens = self.num_output_tokens
+        self.sent_any = True
+        return Reply(text=text, final=final, finish_reason=finish_reason, num_output_tokens=tokens)
+
+    def _mark_delta(self) -> None:
+        now = self.clock()
+        if self._last_delta_at is None:
+            self.timing.first_delta = now - self.arrival
+        else:
+            self.timing.between_deltas.append(now - self._last_delta_at)
+        self._last_delta_at = now
+
+    def take_gaps(self) -> list[float]:
+        """The gaps recorded since the last call (the metrics thread observes each once)."""
+        gaps, self.timing.between_deltas = self.timing.between_deltas, []
+        return gaps

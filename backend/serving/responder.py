@@ -1,0 +1,208 @@
+"""The response thread: engine outputs in, Triton responses out.
+
+The engine's loop only drops each output into a queue (its `on_output` callback), so detokenizing,
+building tensors, sending, checking cancellation and updating metrics never slow an engine iteration.
+Everything about active requests is touched by this thread alone: `submit` (on Triton's `execute`
+thread) registers a request through the same queue, ahead of the engine's first output for it.
+
+`pb` is `triton_python_backend_utils`, passed in so that this module imports (and is unit-tested)
+without Triton.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.serving.request_tracker import Reply, RequestTracker
+
+log = logging.getLogger(__name__)
+
+_NEW, _OUTPUT, _DROP, _STOP = "new", "output", "drop", "stop"
+
+
+@dataclass
+class _Active:
+    sender: object  # the request's response sender
+    tracker: RequestTracker
+    cancelled: bool = False
+    first_delta_reported: bool = False
+
+
+class Responder:
+    def __init__(self, engine, pb, metrics=None, poll_interval: float = 0.1, stats_interval: float = 0.5):
+        """`engine`: a backend.async_engine.AsyncEngine (submit, abort, stats). `poll_interval`: how often
+        requests without output are checked for cancellation (the client gave up or disconnected)."""
+        self._engine = engine
+        self._pb = pb
+        self._metrics = metrics
+        self._poll = poll_interval
+        self._stats_interval = stats_interval
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._active: dict[str, _Active] = {}
+        self._thread = threading.Thread(target=self._run, name="dllm-responder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request_id: str, sender, tracker: RequestTracker, prompt_ids: list[int], params) -> None:
+        """Hand a validated request to the engine. Raises what the engine raises (ValueError for an
+        invalid request); nothing is sent for it then, the caller answers."""
+        self._queue.put((_NEW, request_id, _Active(sender, tracker)))
+        try:
+            self._engine.submit(prompt_ids, params, request_id=request_id,
+                                on_output=lambda out: self._queue.put((_OUTPUT, request_id, out)))
+        except BaseException:
+            self._queue.put((_DROP, request_id, None))
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the queued work (call after the engine has shut down and sent its last outputs)."""
+        self._queue.put((_STOP, None, None))
+        self._thread.join(timeout)
+
+    @property
+    def num_active(self) -> int:
+        return len(self._active)
+
+    # --- the response thread ---
+
+    def _run(self) -> None:
+        last_poll = last_stats = time.monotonic()
+        while True:
+            try:
+                kind, request_id, payload = self._queue.get(timeout=self._poll)
+            except queue.Empty:
+                kind = None
+            if kind == _STOP:
+                break
+            try:
+                if kind == _NEW:
+                    self._active[request_id] = payload
+                elif kind == _DROP:
+                    self._active.pop(request_id, None)
+                elif kind == _OUTPUT:
+                    self._on_output(request_id, payload)
+                now = time.monotonic()
+                if now - last_poll >= self._poll:
+                    last_poll = now
+                    self._check_cancelled()
+                if now - last_stats >= self._stats_interval:
+                    last_stats = now
+                    self._update_gauges()
+            except Exception:  # one bad response must not stop the thread that serves all the others
+                log.exception("dllm responder: failed handling %s for %s", kind, request_id)
+        self._close_leftovers()
+        self._update_gauges()
+
+    def _on_output(self, request_id: str, out) -> None:
+        entry = self._active.get(request_id)
+        if entry is None:
+            return
+        if entry.cancelled:
+            if out.finished:  # the engine has let go of the request: close the stream
+                self._send_final_flag(entry)
+        else:
+            reply = entry.tracker.on_output(out)
+            if reply is not None:
+                self._send(request_id, entry, reply, out)
+        self._observe_deltas(entry)
+        if out.finished:
+            del self._active[request_id]
+            self._observe_finished(entry, out)
+
+    def _send(self, request_id: str, entry: _Active, reply: Reply, out) -> None:
+        pb = self._pb
+        flags = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if reply.final else 0
+        if reply.error is not None:
+            response = pb.InferenceResponse(error=pb.TritonError(reply.error, pb.TritonError.INTERNAL))
+        elif reply.finish_reason == "abort":
+            # We abort only on cancellation (handled above), so this is the engine shutting down.
+            response = pb.InferenceResponse(error=pb.TritonError(
+                "request aborted: the model is unloading", pb.TritonError.UNAVAILABLE))
+        else:
+            response = pb.InferenceResponse(output_tensors=self._tensors(entry.tracker, reply))
+        try:
+            entry.sender.send(response, flags=flags)
+            cancelled = not reply.final and entry.sender.is_cancelled()
+        except Exception as e:  # the client went away: treat as a cancellation
+            log.info("dllm responder: send failed for %s (%s); aborting it", request_id, e)
+            cancelled = not reply.final
+        if cancelled:
+            self._cancel(request_id, entry)
+
+    def _tensors(self, tracker: RequestTracker, reply: Reply) -> list:
+        pb, req = self._pb, tracker.request
+        tensors = [pb.Tensor("text_output", np.array([reply.text.encode("utf-8")], dtype=np.object_))]
+        if req.return_finish_reason:
+            reason = (reply.finish_reason or "").encode("utf-8")
+            tensors.append(pb.Tensor("finish_reason", np.array([reason], dtype=np.object_)))
+        if req.return_num_input_tokens:
+            tensors.append(pb.Tensor("num_input_tokens", np.array([tracker.num_prompt_tokens], dtype=np.uint32)))
+        if req.return_num_output_tokens:
+            tensors.append(pb.Tensor("num_output_tokens", np.array([reply.num_output_tokens], dtype=np.uint32)))
+        return tensors
+
+    def _cancel(self, request_id: str, entry: _Active) -> None:
+        entry.cancelled = True
+        # The engine answers with a final "abort" output within one iteration (K/V freed); the
+        # stream's FINAL goes out then, in _on_output.
+        self._engine.abort(request_id)
+
+    def _send_final_flag(self, entry: _Active) -> None:
+        try:
+            entry.sender.send(flags=self._pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as e:
+            log.info("dllm responder: could not close a cancelled stream (%s)", e)
+
+    def _check_cancelled(self) -> None:
+        for request_id, entry in list(self._active.items()):
+            if not entry.cancelled:
+                try:
+                    cancelled = entry.sender.is_cancelled()
+                except Exception:
+                    cancelled = True
+                if cancelled:
+                    self._cancel(request_id, entry)
+
+    def _close_leftovers(self) -> None:
+        """Requests the engine never finished (it died or was shut down): close their streams."""
+        pb = self._pb
+        for entry in self._active.values():
+            try:
+                entry.sender.send(pb.InferenceResponse(error=pb.TritonError(
+                    "request aborted: the model is unloading", pb.TritonError.UNAVAILABLE)),
+                    flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            except Exception:
+                pass
+        self._active.clear()
+
+    def _observe_deltas(self, entry: _Active) -> None:
+        if self._metrics is None:
+            return
+        t = entry.tracker
+        if not entry.first_delta_reported and t.timing.first_delta is not None:
+            entry.first_delta_reported = True
+            self._metrics.observe_first_delta(t.timing.first_delta)
+        for gap in t.take_gaps():
+            self._metrics.observe_between_deltas(gap)
+
+    def _observe_finished(self, entry: _Active, out) -> None:
+        if self._metrics is not None:
+            t = entry.tracker
+            self._metrics.request_finished(out.finish_reason, t.num_prompt_tokens, out.num_output_tokens,
+                                           t.timing.end_to_end, out.forwards)
+
+    def _update_gauges(self) -> None:
+        if self._metrics is None:
+            return
+        try:
+            stats = self._engine.stats()
+        except Exception:
+            return
+        self._metrics.set_engine_stats(stats)

@@ -1,0 +1,163 @@
+"""Run the tritonserver 2.51 that ships inside the `nvidia-pytriton` wheel, outside of PyTriton.
+
+Everything learned about making that binary work from a virtual environment lives here, so that
+`make serve`, the integration tests and the load-test scripts start it the same way:
+
+- the Python backend directory must hold `libtriton_python.so`, `triton_python_backend_utils.py` and
+  the stub built for the running Python (the wheel has one per version), so we lay one out in
+  `<venv>/triton/backends/python/` with links into the wheel;
+- the server and the stub load their shared libraries from the wheel's `nvidia_pytriton.libs/`, which
+  is not on their RUNPATH once linked elsewhere, hence `LD_LIBRARY_PATH`;
+- the stub embeds the system libpython and only sees the venv's packages (torch, this project) when
+  the venv's `bin/` comes first on `PATH` at server start;
+- Perf Analyzer (from `tritonclient[all]`) wants `libb64.so.0d` and `libcudart.so.12`: the wheel's
+  libraries hold both under hashed names, so `<venv>/triton/lib/` gets links with the plain names.
+
+    python -m backend.serving.tritonserver layout      # lay out, print the paths
+    python -m backend.serving.tritonserver serve [--http-port 8000 ...] [-- more tritonserver args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+# Each Python-backend stub maps its shared memory region here; Docker's default 64 MiB is too small
+# for many concurrent streams.
+MIN_SHM_BYTES = 256 << 20
+
+
+class ServerNotInstalled(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    binary: Path  # tritonserver
+    backend_dir: Path  # pass as --backend-directory
+    lib_dirs: tuple[Path, ...]  # prepend to LD_LIBRARY_PATH
+    venv_bin: Path  # prepend to PATH
+
+
+def _wheel_root() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerNotInstalled("nvidia-pytriton is not installed in this Python "
+                                 f"({sys.executable}); run `make serve` or "
+                                 "`pip install nvidia-pytriton==0.7.0`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _link(target: Path, link: Path) -> None:
+    if not target.exists():
+        raise ServerNotInstalled(f"{target} is missing from the nvidia-pytriton wheel")
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        link.unlink()
+    link.symlink_to(target)
+
+
+def layout(dest: Path | None = None) -> ServerFiles:
+    """Create (idempotently) the backend and library directories under `dest` (default `<venv>/triton`)."""
+    wheel = _wheel_root()
+    server = wheel / "tritonserver"
+    libs = wheel.parent / "nvidia_pytriton.libs"
+    dest = Path(dest) if dest else Path(sys.prefix) / "triton"
+    py_dir = dest / "backends" / "python"
+    lib_dir = dest / "lib"
+    py_dir.mkdir(parents=True, exist_ok=True)
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    stub = server / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServerNotInstalled(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    _link(server / "backends" / "python" / "libtriton_python.so", py_dir / "libtriton_python.so")
+    _link(server / "backends" / "python" / "triton_python_backend_utils.py", py_dir / "triton_python_backend_utils.py")
+    _link(stub, py_dir / "triton_python_backend_stub")
+    for plain, prefix in (("libb64.so.0d", "libb64-"), ("libcudart.so.12", "libcudart-")):
+        hashed = sorted(libs.glob(f"{prefix}*"))
+        if hashed:
+            _link(hashed[0], lib_dir / plain)
+    return ServerFiles(binary=server / "bin" / "tritonserver", backend_dir=dest / "backends",
+                       lib_dirs=(libs, lib_dir), venv_bin=Path(sys.executable).parent)
+
+
+def server_env(files: ServerFiles, base: dict | None = None) -> dict:
+    """The environment tritonserver (and perf_analyzer) need: libraries, and the venv first on PATH."""
+    env = dict(os.environ if base is None else base)
+    libs = ":".join(str(p) for p in files.lib_dirs)
+    env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else libs
+    env["PATH"] = f"{files.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def server_command(files: ServerFiles, model_repository: Path = DEFAULT_MODEL_REPOSITORY, http_port: int = 8000,
+                   grpc_port: int = 8001, metrics_port: int = 8002, exit_timeout_secs: int | None = None,
+                   explicit_models: list[str] | None = None, extra: list[str] | None = None) -> list[str]:
+    """tritonserver's command line. `explicit_models`: start in explicit model-control mode with these
+    models loaded (the mode in which clients may unload and load models)."""
+    cmd = [str(files.binary), f"--model-repository={model_repository}", f"--backend-directory={files.backend_dir}",
+           f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}",
+           "--allow-metrics=true"]
+    if exit_timeout_secs is not None:
+        cmd.append(f"--exit-timeout-secs={exit_timeout_secs}")
+    if explicit_models is not None:
+        cmd.append("--model-control-mode=explicit")
+        cmd += [f"--load-model={m}" for m in explicit_models]
+    return cmd + list(extra or [])
+
+
+def shm_warning(path: str = "/dev/shm") -> str | None:
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return f"{path} is missing: the Python backend needs shared memory"
+    if free < MIN_SHM_BYTES:
+        return (f"{path} has only {free >> 20} MiB free; the Python backend may fail under load "
+                "(in Docker, pass --shm-size=1g)")
+    return None
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m backend.serving.tritonserver", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("layout", help="lay out the backend directory and print the paths and environment")
+    serve = sub.add_parser("serve", help="start tritonserver in the foreground (Ctrl-C stops it)")
+    serve.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--exit-timeout-secs", type=int, default=10)
+    serve.add_argument("extra", nargs="*", help="more tritonserver arguments, after --")
+    args = ap.parse_args(argv)
+    try:
+        files = layout()
+    except ServerNotInstalled as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    env = server_env(files)
+    if args.cmd == "layout":
+        print(f"tritonserver: {files.binary}\n--backend-directory={files.backend_dir}")
+        print(f"export LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}\nexport PATH={files.venv_bin}:$PATH")
+        return 0
+    if warning := shm_warning():
+        print(f"warning: {warning}", file=sys.stderr)
+    cmd = server_command(files, args.model_repository, args.http_port, args.grpc_port, args.metrics_port,
+                         args.exit_timeout_secs, extra=args.extra)
+    sys.stdout.flush()
+    # exec: tritonserver becomes the foreground process, so Ctrl-C reaches it directly and it shuts
+    # down gracefully (unloading the model, which stops the engine) instead of being killed under us.
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
