@@ -77,7 +77,8 @@ class RequestTracker:
         self.finish_reason = out.finish_reason
         self.timing.end_to_end = self.clock() - self.arrival
         if out.finish_reason == "error":
-            return Reply(text="", final=True, finish_reason="error", error=out.error or "engine failure")
+            message = f"internal error: {out.error or 'engine failure'}"
+            return Reply(text="", final=True, finish_reason="error", error=message)
         tail = self.detok.finish()
         if tail:
             self._mark_delta()

@@ -83,7 +83,7 @@ class TritonPythonModel:
         except ValueError as e:  # the message starts with the field's name
             self._fail(sender, str(e), pb_utils.TritonError.INVALID_ARG)
         except Exception as e:
-            self._fail(sender, f"{type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
+            self._fail(sender, f"internal error: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
 
     @staticmethod
     def _fail(sender, message: str, code) -> None:
