@@ -1,0 +1,90 @@
+"""Per-request records and the figures computed from them, the same for the in-process engine
+benchmark and for Perf Analyzer runs through Triton (so the two can be compared line by line).
+
+Definitions (times in seconds):
+- latency: finish - arrival (arrival is the scheduled time in open loop, the send time in closed loop);
+- time to first delta (TTFD): first non-empty delta - arrival;
+- throughput: generated tokens (streamed output tokens) / (last finish - first arrival);
+- requests/s: completed requests over the same span.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    kind: str
+    arrival: float
+    prompt_tokens: int
+    first_delta: float | None = None
+    finish: float | None = None
+    output_tokens: int = 0
+    forwards: int = 0
+    finish_reason: str | None = None
+    error: str | None = None
+    correct: bool | None = None  # exact match with the task's answer, when it has one
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "token_ids"}
+        for k in ("arrival", "first_delta", "finish"):
+            if out[k] is not None:
+                out[k] = round(out[k], 6)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> RequestRecord:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default), without numpy."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def distribution(values: list[float]) -> dict:
+    out = {"mean": sum(values) / len(values) if values else None}
+    out.update({f"p{q}": percentile(values, q) for q in PERCENTILES})
+    out["max"] = max(values) if values else None
+    return {k: (round(v, 6) if v is not None else None) for k, v in out.items()}
+
+
+def summarize(records: list[RequestRecord]) -> dict:
+    ok = [r for r in records if r.error is None and r.finish is not None]
+    span = 0.0
+    if ok:
+        span = max(r.finish for r in ok) - min(r.arrival for r in records)
+    tokens = sum(r.output_tokens for r in ok)
+    scored = [r.correct for r in ok if r.correct is not None]
+    out = {
+        "requests": len(records),
+        "completed": len(ok),
+        "errors": len(records) - len(ok),
+        "duration_s": round(span, 4),
+        "prompt_tokens": sum(r.prompt_tokens for r in ok),
+        "output_tokens": tokens,
+        "throughput_tok_s": round(tokens / span, 3) if span > 0 else None,
+        "throughput_req_s": round(len(ok) / span, 4) if span > 0 else None,
+        "latency_s": distribution([r.finish - r.arrival for r in ok]),
+        "ttfd_s": distribution([r.first_delta - r.arrival for r in ok if r.first_delta is not None]),
+    }
+    if scored:
+        out["accuracy"] = round(sum(scored) / len(scored), 4)
+    return out
+
+
+def ratio(value, base) -> float | None:
+    if value is None or not base:
+        return None
+    return round(value / base, 3)

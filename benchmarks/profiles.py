@@ -1,0 +1,128 @@
+"""Named benchmark profiles: which model, which engine configurations to compare, which workloads.
+
+A profile is plain data (a JSON file works too: `--profile my.json`):
+- `model`, `engine`: the EngineConfig settings every variant shares (model, dtype, device, budgets);
+- `prompts`: `tasks` (the bundled model's task prompts, answers scored) or `synthetic` (token ids);
+- `sampling`: per-request parameters every request gets (the workload sets `max_tokens`);
+- `variants`: the configurations compared, each with engine and/or sampling overrides; the first
+  one is the baseline that ratios are computed against;
+- `scenarios`: workloads (see `client.workloads`), each run on the listed variants (default all),
+  either open loop, swept over Poisson `rates`, or closed loop at a fixed `concurrency`;
+- `cdf`: the workload whose latency CDF is plotted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from backend.engine_config import DEFAULT_MODEL, MiB
+
+# Variants shared by every size: the policies the issue asks to compare.
+SCHEDULER_VARIANTS = [
+    {"name": "fcfs", "engine": {}},  # continuous batching, dual cache, refresh at each block start
+    {"name": "static", "engine": {"scheduler": "static"}},  # fixed batches, the research-loop baseline
+]
+
+PROFILES: dict[str, dict] = {
+    # Seconds on a laptop core: what the unit test and the GPU runbook's dry run use.
+    "tiny": {
+        "model": "tiny-llada",
+        "engine": {"dtype": "float32", "kv_cache_bytes": 4 * MiB, "max_num_batched_tokens": 1024},
+        "prompts": "synthetic",
+        "gen_multiple": 8,
+        "sampling": {"block_length": 8, "ignore_eos": True},
+        "variants": [*SCHEDULER_VARIANTS,
+                     {"name": "budget-256", "engine": {"max_num_batched_tokens": 256}},
+                     {"name": "no-cache", "sampling": {"cache": "none"}}],
+        "scenarios": [
+            {"workload": {"name": "burst", "arrival": "burst", "n": 6,
+                          "classes": [{"prompt": [8, 24], "gen": [16, 16]}]}},
+            {"workload": {"name": "poisson", "arrival": "poisson", "n": 6,
+                          "classes": [{"prompt": [8, 24], "gen": [16, 16]}]},
+             "rates": [20.0, 80.0], "variants": ["fcfs", "static"]},
+        ],
+        "cdf": "burst",
+    },
+    # `make bench`: the bundled model on a CPU, under 10 minutes on 2 cores.
+    "cpu": {
+        "model": DEFAULT_MODEL,
+        "engine": {"dtype": "float32", "max_num_batched_tokens": 4096, "max_num_seqs": 64},
+        "prompts": "tasks",
+        "gen_multiple": 16,
+        "sampling": {"block_length": 16},
+        "variants": [*SCHEDULER_VARIANTS,
+                     {"name": "budget-512", "engine": {"max_num_batched_tokens": 512}},
+                     {"name": "no-cache", "sampling": {"cache": "none"}},
+                     {"name": "refresh-4", "sampling": {"refresh_interval": 4}},
+                     {"name": "threshold-0.9", "sampling": {"threshold": 0.9}}],
+        "scenarios": [
+            {"workload": {"name": "burst", "arrival": "burst", "n": 32,
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]}},
+            {"workload": {"name": "mixed", "arrival": "poisson", "rate": 2.0, "n": 40,
+                          "classes": [{"kind": "short", "weight": 0.7, "prompt": [8, 40], "gen": [16, 48]},
+                                      {"kind": "long", "weight": 0.3, "prompt": [100, 300], "gen": [16, 48]}]}},
+            {"workload": {"name": "poisson", "arrival": "poisson", "n": 32,
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
+             "rates": [1.0, 4.0, 16.0], "variants": ["fcfs", "static"]},
+            {"workload": {"name": "closed-c4", "arrival": "burst", "n": 32,
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
+             "concurrency": 4, "variants": ["fcfs"]},
+        ],
+        "cdf": "mixed",
+    },
+    # The GPU runbook: LLaDA-8B's shape with random weights in bf16 (ANCHORS: prompt 256 + gen 256,
+    # one token per step, block 32).
+    "gpu": {
+        "model": "llada-8b",
+        "engine": {"dtype": "bfloat16", "max_num_batched_tokens": 16384, "max_num_seqs": 128},
+        "prompts": "synthetic",
+        "gen_multiple": 32,
+        "sampling": {"block_length": 32, "ignore_eos": True},
+        "variants": [*SCHEDULER_VARIANTS,
+                     {"name": "budget-4k", "engine": {"max_num_batched_tokens": 4096}},
+                     {"name": "no-cache", "sampling": {"cache": "none"}},
+                     {"name": "refresh-8", "sampling": {"refresh_interval": 8}}],
+        "scenarios": [
+            {"workload": {"name": "burst-1", "arrival": "burst", "n": 1,
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": ["fcfs"]},
+            {"workload": {"name": "burst-16", "arrival": "burst", "n": 16,
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}},
+            {"workload": {"name": "burst-64", "arrival": "burst", "n": 64,
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": ["fcfs", "static"]},
+            {"workload": {"name": "mixed", "arrival": "poisson", "rate": 1.0, "n": 48,
+                          "classes": [{"kind": "short", "weight": 0.7, "prompt": [64, 256], "gen": [64, 256]},
+                                      {"kind": "long", "weight": 0.3, "prompt": [1024, 2048], "gen": [128, 512]}]},
+             "variants": ["fcfs", "static", "budget-4k"]},
+            {"workload": {"name": "poisson", "arrival": "poisson", "n": 48,
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
+             "rates": [0.25, 0.5, 1.0, 2.0], "variants": ["fcfs", "static"]},
+        ],
+        "cdf": "mixed",
+    },
+}
+
+
+def load_profile(name_or_path: str) -> dict:
+    if name_or_path in PROFILES:
+        return copy.deepcopy(PROFILES[name_or_path]) | {"name": name_or_path}
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"profile: {name_or_path!r} is neither a known profile {sorted(PROFILES)} nor a JSON file")
+    return json.loads(path.read_text()) | {"name": path.stem}
+
+
+def select(profile: dict, variants: list[str] | None = None, scenarios: list[str] | None = None) -> dict:
+    """Keep only the named variants and scenarios (the first kept variant becomes the baseline)."""
+    if variants:
+        known = {v["name"] for v in profile["variants"]}
+        if unknown := set(variants) - known:
+            raise ValueError(f"variants: unknown {sorted(unknown)}; known: {sorted(known)}")
+        profile["variants"] = [v for v in profile["variants"] if v["name"] in variants]
+    if scenarios:
+        known = {s["workload"]["name"] for s in profile["scenarios"]}
+        if unknown := set(scenarios) - known:
+            raise ValueError(f"scenarios: unknown {sorted(unknown)}; known: {sorted(known)}")
+        profile["scenarios"] = [s for s in profile["scenarios"] if s["workload"]["name"] in scenarios]
+    return profile
