@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch that lies on these machines' disk; GPU machines bring their own torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test lint clean
+.PHONY: setup test lint clean serve-deps serve
 
 $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,8 @@ $(VENV)/.setup-done: pyproject.toml
 setup: $(VENV)/.setup-done
 
 # pytest exits 5 when it collected no test: that must fail, not pass silently.
-test: setup
+# serve-deps: the integration tests start a real tritonserver.
+test: setup serve-deps
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
@@ -26,3 +27,24 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# --- serving -------------------------------------------------------------------------------------
+# tritonserver 2.51 (release 24.10) ships inside the nvidia-pytriton wheel; Perf Analyzer and the
+# clients inside tritonclient[all] (2.50: newer wheels need a newer glibc than Debian 12's).
+SERVE_SPEC ?= nvidia-pytriton==0.7.0 tritonclient[all]==2.50.0
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+MODEL_REPOSITORY ?= model_repository
+
+$(VENV)/.serve-done: $(VENV)/.setup-done
+	$(PY) -m pip install --quiet $(SERVE_SPEC)
+	$(PY) -m backend.serving.tritonserver layout >/dev/null
+	touch $@
+
+serve-deps: $(VENV)/.serve-done
+
+# Foreground; Ctrl-C stops it. Ports and repository: make serve HTTP_PORT=9000 GRPC_PORT=9001 ...
+serve: serve-deps
+	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
+	MODEL_REPOSITORY=$(MODEL_REPOSITORY) PY=$(PY) scripts/serve.sh

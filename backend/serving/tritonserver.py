@@ -24,6 +24,9 @@ import importlib.util
 import os
 import shutil
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,10 +129,30 @@ def shm_warning(path: str = "/dev/shm") -> str | None:
     return None
 
 
+def wait_ready(http_port: int, model: str | None = None, timeout: float = 600.0, host: str = "127.0.0.1",
+               alive=lambda: True) -> bool:
+    """Poll the server's readiness (and the model's, if named) until it answers or `alive()` turns false."""
+    path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and alive():
+        try:
+            with urllib.request.urlopen(f"http://{host}:{http_port}{path}", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m backend.serving.tritonserver", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("layout", help="lay out the backend directory and print the paths and environment")
+    ready = sub.add_parser("wait-ready", help="exit 0 once the server (and model) are ready, 1 on timeout")
+    ready.add_argument("--http-port", type=int, default=8000)
+    ready.add_argument("--model")
+    ready.add_argument("--timeout", type=float, default=600.0)
     serve = sub.add_parser("serve", help="start tritonserver in the foreground (Ctrl-C stops it)")
     serve.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
     serve.add_argument("--http-port", type=int, default=8000)
@@ -138,6 +161,8 @@ def _main(argv: list[str] | None = None) -> int:
     serve.add_argument("--exit-timeout-secs", type=int, default=10)
     serve.add_argument("extra", nargs="*", help="more tritonserver arguments, after --")
     args = ap.parse_args(argv)
+    if args.cmd == "wait-ready":
+        return 0 if wait_ready(args.http_port, args.model, args.timeout) else 1
     try:
         files = layout()
     except ServerNotInstalled as e:

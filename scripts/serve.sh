@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Serve model_repository/ with the tritonserver of the nvidia-pytriton wheel, in the foreground;
+# Ctrl-C stops it cleanly (tritonserver unloads the model, which stops the engine).
+#
+#   scripts/serve.sh [-- more tritonserver arguments]
+#   HTTP_PORT=9000 GRPC_PORT=9001 METRICS_PORT=9002 MODEL_REPOSITORY=/path scripts/serve.sh
+#
+# What the server needs from this environment (libraries, the Python-backend stub for this Python,
+# the venv first on PATH) is set up by backend/serving/tritonserver.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+HTTP_PORT=${HTTP_PORT:-8000}
+GRPC_PORT=${GRPC_PORT:-8001}
+METRICS_PORT=${METRICS_PORT:-8002}
+MODEL_REPOSITORY=${MODEL_REPOSITORY:-model_repository}
+[ "${1:-}" = "--" ] && shift
+
+# Say how to call the server once the model is ready. This watcher runs beside the server and ends
+# with it (Ctrl-C reaches the whole process group).
+(
+  if "$PY" -m backend.serving.tritonserver wait-ready --http-port "$HTTP_PORT" --model dllm --timeout 900; then
+    cat <<MSG
+
+==> dllm is ready: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics. Try:
+  curl -s -X POST localhost:$HTTP_PORT/v2/models/dllm/generate \\
+       -d '{"text_input": "12+34=", "exclude_input_in_output": true, "parameters": {"max_tokens": 16}}'
+  $PY -m client generate "12+34=" --stream --max-tokens 16 --url localhost:$GRPC_PORT
+  curl -s localhost:$METRICS_PORT/metrics | grep ^dllm:
+Ctrl-C stops the server.
+
+MSG
+  fi
+) &
+
+exec "$PY" -m backend.serving.tritonserver serve --model-repository "$MODEL_REPOSITORY" \
+  --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" -- "$@"
