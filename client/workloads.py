@@ -61,9 +61,10 @@ class Workload:
         return path
 
     def intervals_us(self) -> list[int]:
-        """Gaps between successive arrivals in microseconds (Perf Analyzer's --request-intervals)."""
+        """Gaps between successive arrivals in microseconds (Perf Analyzer's --request-intervals).
+        At least 1: Perf Analyzer 2.50 dies of a division by zero (SIGFPE) on a file of zero gaps."""
         times = sorted(i.arrival for i in self.items)
-        return [round((b - a) * 1e6) for a, b in zip([0.0, *times[:-1]], times, strict=True)]
+        return [max(1, round((b - a) * 1e6)) for a, b in zip([0.0, *times[:-1]], times, strict=True)]
 
 
 def load(path: str | Path, source=None, gen_multiple: int = 1) -> Workload:
