@@ -1,0 +1,81 @@
+"""A real tritonserver for the integration tests: free ports, a log file, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.serving.tritonserver import DEFAULT_MODEL_REPOSITORY, layout, server_command, server_env, wait_ready
+
+START_TIMEOUT_S = 180
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    env: dict
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # graceful: unload the model, then exit
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: the server and its stub
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITORY, model: str = "dllm",
+                 extra: list[str] | None = None) -> RunningServer:
+    """Start tritonserver in explicit model-control mode with `model` loaded; raise RuntimeError with
+    the log's tail when it does not come up (tests must fail, not skip, when the server cannot start)."""
+    files = layout()
+    http, grpc, metrics = free_ports(3)
+    cmd = server_command(files, model_repository, http, grpc, metrics, exit_timeout_secs=5,
+                         explicit_models=[model], extra=extra)
+    env = server_env(files)
+    log = open(log_path, "w")  # noqa: SIM115  (the server writes to it for its whole life)
+    # A session of its own: a Ctrl-C in the test terminal must not reach the server directly, and
+    # the fallback kill can take the server and its stub together.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = RunningServer(proc, http, grpc, metrics, log_path, env)
+    started = time.monotonic()
+    if not wait_ready(http, model, START_TIMEOUT_S, alive=lambda: proc.poll() is None):
+        server.stop(10)
+        tail = "\n".join(server.log().splitlines()[-40:])
+        raise RuntimeError(f"tritonserver did not get model {model!r} ready within {START_TIMEOUT_S} s "
+                           f"(exit code {proc.returncode}); command: {' '.join(cmd)}\n--- log tail ---\n{tail}")
+    server.startup_s = time.monotonic() - started
+    return server
