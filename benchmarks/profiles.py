@@ -8,7 +8,8 @@ A profile is plain data (a JSON file works too: `--profile my.json`):
   one is the baseline that ratios are computed against;
 - `scenarios`: workloads (see `client.workloads`), each run on the listed variants (default all),
   either open loop, swept over Poisson `rates`, or closed loop at a fixed `concurrency`;
-- `cdf`: the workload whose latency CDF is plotted.
+- `cdf`: the workload whose latency CDF is plotted;
+- `max_seconds`: a run still going after this long has its remaining requests aborted (errors).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ PROFILES: dict[str, dict] = {
         "engine": {"dtype": "bfloat16", "max_num_batched_tokens": 16384, "max_num_seqs": 128},
         "prompts": "synthetic",
         "gen_multiple": 32,
+        "max_seconds": 300,
         "sampling": {"block_length": 32, "ignore_eos": True},
         "variants": [*SCHEDULER_VARIANTS,
                      {"name": "budget-4k", "engine": {"max_num_batched_tokens": 4096}},

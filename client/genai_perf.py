@@ -3,12 +3,12 @@
     python -m client.genai_perf --genai-perf /opt/gp/bin/genai-perf --concurrency 4
 
 GenAI-Perf is a Python front end that writes Perf Analyzer input data, runs the `perf_analyzer`
-found on PATH and summarizes its profile export. Checked: genai-perf 0.0.8 (PyPI) drives Perf
-Analyzer 2.50 correctly with `--service-kind triton --backend vllm --streaming`; install it in its own
-virtual environment (it pulls a newer tritonclient whose perf_analyzer needs a newer glibc), and this
-script puts the project's perf_analyzer first on PATH. No hub access: the tokenizer is the bundled
-model's directory, and the prompts are the benchmark workload's (`--input-file`). Sampling parameters
-are sent through `--extra-inputs sampling_parameters:...`, which replaces GenAI-Perf's own.
+found on PATH and summarizes its profile export. Checked with Perf Analyzer 2.50: genai-perf 0.0.8
+(`--service-kind triton --backend vllm --streaming`) and 0.0.16 (the option became `--endpoint-type
+kserve`; chosen here from its --help). Install it in its own virtual environment (it pulls another
+tritonclient), and this script puts the project's perf_analyzer first on PATH. No hub access: the
+tokenizer is the bundled model's directory, and the prompts are the benchmark workload's
+(`--input-file`). Sampling parameters go through `--extra-inputs`, replacing GenAI-Perf's own.
 """
 
 from __future__ import annotations
@@ -52,14 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     env = perf_analyzer.environment()
     env["PATH"] = f"{Path(perf_analyzer.binary()).parent}:{env.get('PATH', '')}"
     env["HF_HUB_OFFLINE"] = env["TRANSFORMERS_OFFLINE"] = "1"
-    cmd = [args.genai_perf, "profile", "-m", args.model, "--service-kind", "triton", "--backend", "vllm",
+    helptext = subprocess.run([args.genai_perf, "profile", "--help"], capture_output=True, text=True, env=env).stdout
+    kind = ["--service-kind", "triton"] if "--service-kind" in helptext else ["--endpoint-type", "kserve"]
+    cmd = [args.genai_perf, "profile", "-m", args.model, *kind, "--backend", "vllm",
            "--streaming", "-u", args.url, "--concurrency", str(args.concurrency), "--input-file", str(prompts),
            "--tokenizer", args.tokenizer, "--extra-inputs", json.dumps({"sampling_parameters": sampling}),
            "--measurement-interval", str(args.measurement_interval), "--artifact-dir", str(art)]
     print(" ".join(cmd), flush=True)
     rc = subprocess.run(cmd, env=env).returncode
-    export = art / "profile_export_genai_perf.json"
-    if rc != 0 or not export.is_file():
+    # 0.0.8 writes into the artifact folder, later versions into a sub-folder per run.
+    export = max(art.rglob("profile_export_genai_perf.json"), key=lambda p: p.stat().st_mtime, default=None)
+    if rc != 0 or export is None:
         print(f"genai-perf failed (exit {rc})", file=sys.stderr)
         return rc or 1
     m = json.loads(export.read_text())

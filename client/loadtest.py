@@ -95,7 +95,8 @@ def parse_args(argv):
     ap.add_argument("--replay", help="comma-separated workloads (or .jsonl files) replayed at their arrival times")
     ap.add_argument("--request-count", type=int, help="requests per level (default: the workload's size)")
     ap.add_argument("--level-timeout", type=float, default=600.0, help="seconds before a level is abandoned")
-    ap.add_argument("--compare", type=Path, help="an engine benchmark JSON to compare with (Triton overhead)")
+    ap.add_argument("--compare", help="an engine benchmark JSON to compare with (Triton overhead); `latest`: the "
+                    "newest one in --out")
     ap.add_argument("--start-server", action="store_true", help="start tritonserver on --url's port and stop it after")
     ap.add_argument("--model-repository", type=Path, help="with --start-server (default: the project's)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -114,6 +115,22 @@ def run_all(args, prof, stem: str) -> list[dict]:
     warm = perf_analyzer.Level("concurrency", 1, todo[0].workload, 2)
     perf_analyzer.run(warm, args.url, args.model, sampling, workdir / "warmup", args.level_timeout)
     return [r for r in (measure(level, args, sampling, workdir) for level in todo) if r is not None]
+
+
+def latest_engine_results(folder: Path) -> Path | None:
+    """The newest engine benchmark JSON in `folder` (by its `created` stamp)."""
+    best = None
+    for p in folder.glob("*.json"):
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("schema", "").startswith("dllm-engine-bench") and (
+                best is None or doc["created"] > best[0]):
+            best = (doc["created"], p)
+    if best is None:
+        print(f"--compare latest: no engine benchmark results in {folder}", file=sys.stderr)
+    return best[1] if best else None
 
 
 def write_plots(results: list[dict], engine_doc: dict | None, out: Path, stem: str, tag: str) -> list[str]:
@@ -152,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no level succeeded", file=sys.stderr)
         return 1
-    engine_doc = json.loads(args.compare.read_text()) if args.compare else None
+    if args.compare == "latest":
+        args.compare = latest_engine_results(args.out)
+    engine_doc = json.loads(Path(args.compare).read_text()) if args.compare else None
     comparison = compare(results, engine_doc) if engine_doc else []
     doc = {"schema": "dllm-triton-loadtest/1", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "url": args.url,
            "model": args.model, "profile": prof["name"], "machine": info, "machine_tag": tag,
