@@ -23,7 +23,7 @@ test: setup serve-deps
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 lint: setup
-	$(PY) -m ruff check backend kernels client tests benchmarks
+	$(PY) -m ruff check backend kernels client tests benchmarks model_repository
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
