@@ -1,0 +1,40 @@
+"""Stop strings end a request with finish_reason "stop" and cut the text before the stop string."""
+
+from __future__ import annotations
+
+import torch
+
+from backend.engine import Engine
+from backend.engine_config import EngineConfig
+from backend.models import random_model
+from backend.sampling_params import SamplingParams
+from backend.tokenizer import Tokenizer
+from backend.training import char_tokenizer
+
+
+def test_stop_string_cuts_output(tmp_path):
+    char_tokenizer.save(tmp_path)
+    tok = Tokenizer(tmp_path, mask_token_id=char_tokenizer.special_ids()["mask"])
+    ids = char_tokenizer.special_ids()
+    model = random_model("tiny-llada", dtype=torch.float64, seed=4, vocab_size=tok.vocab_size,
+                         mask_token_id=ids["mask"], eos_token_id=ids["eos"], extra_stop_token_ids=[])
+    engine = Engine(model, EngineConfig(kv_cache_bytes=1 << 20), tokenizer=tok)
+    prompt = tok.encode("12+34=")
+    full = engine.generate([prompt], SamplingParams(max_tokens=32, block_length=8, ignore_eos=True))[0]
+    text = full.text
+    assert len(text) >= 12
+    stop = text[9:11]
+    cut = text.index(stop)
+    out = engine.generate([prompt], SamplingParams(max_tokens=32, block_length=8, ignore_eos=True,
+                                                   stop=[stop, "never-seen"]))[0]
+    assert out.finish_reason == "stop"
+    assert out.text == text[:cut]
+    assert out.forwards <= full.forwards
+    assert engine.pool.allocator.num_used == 0
+
+    # A stop string whose first character occurs but which never completes: text held back while
+    # it might be starting is released at the end, nothing is lost or duplicated.
+    partial = engine.generate([prompt], SamplingParams(max_tokens=32, block_length=8, ignore_eos=True,
+                                                       stop=[text[5] + "#"]))[0]
+    assert partial.finish_reason == "length" and partial.text == text
+    assert sum(partial.deltas, []) == full.token_ids
