@@ -48,3 +48,23 @@ serve-deps: $(VENV)/.serve-done
 serve: serve-deps
 	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
 	MODEL_REPOSITORY=$(MODEL_REPOSITORY) PY=$(PY) scripts/serve.sh
+
+# --- benchmarks ----------------------------------------------------------------------------------
+# In-process engine benchmark on the bundled model, on the CPU (a few minutes): writes
+# benchmarks/results/<date>-<machine>.{json,md}, plots and workloads, and refreshes the README's table.
+# Server load test with Perf Analyzer against a running `make serve` (same GRPC_PORT), compared with
+# the newest engine results. More: benchmarks/README.md.
+# One torch thread by default: on the 2-core machines shared with other work, OpenMP's spinning
+# threads made 2 threads 7x slower than 1 under contention (2 threads win only on an idle machine).
+BENCH_THREADS ?= 1
+BENCH_ARGS ?=
+LOADTEST_ARGS ?= --concurrency 1,2,4,8 --rates 2,8,32 --replay burst,mixed
+
+.PHONY: bench loadtest
+bench: setup
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m benchmarks.engine --profile cpu --out benchmarks/results --readme README.md \
+		--threads $(BENCH_THREADS) $(BENCH_ARGS)
+
+loadtest: serve-deps
+	$(PY) -m client.loadtest --url localhost:$(GRPC_PORT) --compare latest $(LOADTEST_ARGS)

@@ -99,6 +99,8 @@ def parse_args(argv):
                     "newest one in --out")
     ap.add_argument("--start-server", action="store_true", help="start tritonserver on --url's port and stop it after")
     ap.add_argument("--model-repository", type=Path, help="with --start-server (default: the project's)")
+    ap.add_argument("--server-threads", type=int, help="with --start-server: the engine's torch threads "
+                    "(OMP_NUM_THREADS), to match the in-process run's --threads")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--tag", help="machine name used in file names")
     args = ap.parse_args(argv)
@@ -157,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.start_server:
         from client.server_process import LocalServer
 
-        host, _, port = args.url.rpartition(":")
-        grpc = int(port)
+        grpc = int(args.url.rpartition(":")[2])  # HTTP and metrics on the ports beside it (8000/8001/8002)
         kw = {"model_repository": args.model_repository} if args.model_repository else {}
+        if args.server_threads:
+            kw["env"] = {"OMP_NUM_THREADS": str(args.server_threads)}
         print(f"[{time.strftime('%H:%M:%S')}] starting tritonserver (gRPC {grpc})", flush=True)
         with LocalServer(args.out / f"{stem}.server.log", http_port=grpc - 1, grpc_port=grpc, metrics_port=grpc + 1,
                          **kw):

@@ -31,11 +31,13 @@ class LocalServer:
     """`with LocalServer(ports) as s:` a ready server; its log goes to `log_path`."""
 
     def __init__(self, log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITORY, http_port: int = 8000,
-                 grpc_port: int = 8001, metrics_port: int = 8002, ready_timeout: float = 180.0):
+                 grpc_port: int = 8001, metrics_port: int = 8002, ready_timeout: float = 180.0,
+                 env: dict | None = None):
         self.log_path = log_path
         self.model_repository = model_repository
         self.ports = (http_port, grpc_port, metrics_port)
         self.ready_timeout = ready_timeout
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> LocalServer:
@@ -44,7 +46,8 @@ class LocalServer:
         cmd = server_command(files, self.model_repository, http, grpc, metrics, exit_timeout_secs=10)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(cmd, env=server_env(files), stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, env={**server_env(files), **self.env}, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         try:
             wait_ready(f"localhost:{http}", self.ready_timeout, self.proc)
         except Exception:
