@@ -17,7 +17,7 @@ def test_perf_analyzer_streaming_smoke(server, tmp_path):
     binary = Path(sys.executable).parent / "perf_analyzer"
     cmd = [str(binary), "-m", "dllm", "-i", "grpc", "--streaming", "-u", server.grpc_url,
            "--input-data", str(tmp_path / "input.json"), "--concurrency-range", "4",
-           "--measurement-interval", "2000", "--stability-percentage", "100", "--max-trials", "3",
+           "--measurement-interval", "2000", "--stability-percentage", "1000", "--max-trials", "3",
            "--profile-export-file", str(tmp_path / "profile.json")]
     # server.env puts the libraries perf_analyzer needs (libb64, libcudart) on LD_LIBRARY_PATH.
     run = subprocess.run(cmd, env=server.env, capture_output=True, text=True, timeout=120)
