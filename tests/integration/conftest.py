@@ -4,6 +4,7 @@ start, every test here fails with the server log's tail: a missing server is a f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,9 +24,33 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
+# Models that must fail to load, each for a reason the load error must name; they live in a second
+# repository and are loaded only by test_load_failures.py.
+BROKEN_MODELS = {
+    "dllm_missing_checkpoint": ({"model": "/nonexistent/checkpoint"}, {}),
+    "dllm_bad_setting": ({}, {"max_num_seqs": "0"}),
+    "dllm_unknown_setting": ({"max_num_sequences": 8}, {}),
+}
+
+
+def write_broken_models(root: Path) -> Path:
+    config = (MODEL_REPOSITORY / "dllm" / "config.pbtxt").read_text()
+    model_py = (MODEL_REPOSITORY / "dllm" / "1" / "model.py").read_text()
+    for name, (engine_json, params) in BROKEN_MODELS.items():
+        (root / name / "1").mkdir(parents=True)
+        extra = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in params.items())
+        (root / name / "config.pbtxt").write_text(config + extra)
+        (root / name / "1" / "model.py").write_text(model_py)
+        if engine_json:
+            (root / name / "1" / "engine.json").write_text(json.dumps(engine_json))
+    return root
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("tritonserver") / "server.log", MODEL_REPOSITORY)
+    broken = write_broken_models(tmp_path_factory.mktemp("broken_models"))
+    srv = start_server(tmp_path_factory.mktemp("tritonserver") / "server.log", MODEL_REPOSITORY,
+                       extra=[f"--model-repository={broken}"])
     yield srv
     code = srv.stop()
     assert code == 0, f"tritonserver exited with {code}; log tail:\n" + "\n".join(srv.log().splitlines()[-30:])
