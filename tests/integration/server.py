@@ -63,7 +63,7 @@ def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITO
     the log's tail when it does not come up (tests must fail, not skip, when the server cannot start)."""
     files = layout()
     http, grpc, metrics = free_ports(3)
-    cmd = server_command(files, model_repository, http, grpc, metrics, exit_timeout_secs=5,
+    cmd = server_command(files, model_repository, http, grpc, metrics, exit_timeout_secs=10,
                          explicit_models=[model], extra=extra)
     env = server_env(files)
     log = open(log_path, "w")  # noqa: SIM115  (the server writes to it for its whole life)

@@ -93,7 +93,9 @@ class TritonPythonModel:
     def finalize(self):
         # Order matters: the engine's shutdown sends a final output for every pending request, then
         # the response thread sends them out and stops.
+        pending = self.responder.num_active
         self.engine.shutdown()
         self.responder.stop()
         self.metrics.close()
         self.engine = self.responder = self.metrics = self.tokenizer = None
+        pb_utils.Logger.log_info(f"dllm: engine stopped ({pending} requests were still active)")
