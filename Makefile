@@ -58,7 +58,7 @@ serve: serve-deps
 # threads made 2 threads 7x slower than 1 under contention (2 threads win only on an idle machine).
 BENCH_THREADS ?= 1
 BENCH_ARGS ?=
-LOADTEST_ARGS ?= --concurrency 1,2,4,8 --rates 2,8,32 --replay burst,mixed
+LOADTEST_ARGS ?= --concurrency 1,2,4,8 --rates 2,8,32,128 --replay burst,mixed
 
 .PHONY: bench loadtest
 bench: setup

@@ -23,6 +23,13 @@ def _cdf(values: list[float]) -> tuple[list[float], list[float]]:
     return [xs[0], *xs], [0.0] + [(i + 1) / len(xs) for i in range(len(xs))]
 
 
+def _log_if_wide(ax, axis: str) -> None:
+    """A log scale when the data spans more than a factor of 10 (swept rates, fast vs slow configurations)."""
+    lo, hi = ax.dataLim.intervalx if axis == "x" else ax.dataLim.intervaly
+    if lo > 0 and hi / lo > 10:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
 def latency_cdf(results: list[dict], workload: str, path: Path, title: str = "") -> Path | None:
     plt = _pyplot()
     runs = [r for r in results if r["workload"] == workload]
@@ -37,6 +44,7 @@ def latency_cdf(results: list[dict], workload: str, path: Path, title: str = "")
             if vals:
                 ax.step(*_cdf(vals), where="post", label=r["variant"])
     for ax, name in ((axes[0], "request latency"), (axes[1], "time to first delta")):
+        _log_if_wide(ax, "x")
         ax.set_xlabel(f"{name} (s)")
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
@@ -72,6 +80,7 @@ def load_sweep(results: list[dict], path: Path, x_key: str = "rate", x_label: st
     ax_t.set_ylabel("throughput (generated tokens/s)")
     ax_l.set_ylabel("p95 request latency (s)")
     for ax in (ax_t, ax_l):
+        _log_if_wide(ax, "x")
         ax.set_xlabel(x_label)
         ax.grid(alpha=0.3)
     ax_t.legend(fontsize=8)

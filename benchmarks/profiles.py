@@ -66,7 +66,7 @@ PROFILES: dict[str, dict] = {
                                       {"kind": "long", "weight": 0.3, "prompt": [100, 300], "gen": [16, 48]}]}},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 64,
                           "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
-             "rates": [2.0, 8.0, 32.0], "variants": ["fcfs", "static"]},
+             "rates": [2.0, 8.0, 32.0, 128.0], "variants": ["fcfs", "static"]},
             {"workload": {"name": "closed-c4", "arrival": "burst", "n": 32,
                           "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
              "concurrency": 4, "variants": ["fcfs"]},
