@@ -35,10 +35,13 @@ class _Active:
 
 
 class Responder:
-    def __init__(self, engine, pb, metrics=None, poll_interval: float = 0.1, stats_interval: float = 0.5):
+    def __init__(self, engine, pb, metrics=None, poll_interval: float = 0.1, stats_interval: float = 0.5,
+                 log_info=None):
         """`engine`: a backend.async_engine.AsyncEngine (submit, abort, stats). `poll_interval`: how often
-        requests without output are checked for cancellation (the client gave up or disconnected)."""
+        requests without output are checked for cancellation (the client gave up or disconnected).
+        `log_info`: where to report cancellations (Triton's log), one line each."""
         self._engine = engine
+        self._log_info = log_info or log.info
         self._pb = pb
         self._metrics = metrics
         self._poll = poll_interval
@@ -150,6 +153,7 @@ class Responder:
 
     def _cancel(self, request_id: str, entry: _Active) -> None:
         entry.cancelled = True
+        self._log_info(f"dllm: request {request_id} cancelled by the client; aborting it in the engine")
         # The engine answers with a final "abort" output within one iteration (K/V freed); the
         # stream's FINAL goes out then, in _on_output.
         self._engine.abort(request_id)

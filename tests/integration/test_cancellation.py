@@ -36,6 +36,7 @@ def test_cancel_mid_stream_frees_the_kv_pages(server, expected):
                 and metric(m, "dllm:requests_total", finish_reason="abort") >= 1)
 
     wait_for(idle, 15, "the aborted request to release its K/V pages")
+    assert "cancelled by the client; aborting it in the engine" in server.log()
     # The server is unaffected: a new request gets the right answer.
     sampling = {"max_tokens": 16, "block_length": 16, "steps": 16}
     assert grpc_generate(server.grpc_url, "12+34=", sampling).text == expected("12+34=", **sampling)

@@ -58,7 +58,7 @@ class TritonPythonModel:
         self.engine = AsyncEngine(engine).start()
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"],
                                       args["model_instance_name"])
-        self.responder = Responder(self.engine, pb_utils, self.metrics)
+        self.responder = Responder(self.engine, pb_utils, self.metrics, log_info=pb_utils.Logger.log_info)
         self.responder.start()
         self._ids = itertools.count()
         pb_utils.Logger.log_info(
