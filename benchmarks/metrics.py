@@ -81,6 +81,13 @@ def summarize(records: list[RequestRecord]) -> dict:
     }
     if scored:
         out["accuracy"] = round(sum(scored) / len(scored), 4)
+    kinds = sorted({r.kind for r in ok})
+    if len(kinds) > 1:  # e.g. short chat vs long context: does one class pay for the other?
+        out["by_kind"] = {k: {"completed": sum(r.kind == k for r in ok),
+                              "latency_s": distribution([r.finish - r.arrival for r in ok if r.kind == k]),
+                              "ttfd_s": distribution([r.first_delta - r.arrival for r in ok
+                                                      if r.kind == k and r.first_delta is not None])}
+                          for k in kinds}
     return out
 
 
