@@ -66,6 +66,17 @@ def markdown_table(doc: dict) -> str:
             f"{_ms(s['latency_s']['p99'])} | {_ms(s['ttfd_s']['p50'])} | {_ms(s['ttfd_s']['p95'])} | "
             f"{_f(e.get('tokens_per_forward'))} | {_f(e.get('mean_batch'), 1)} | {_f(peak_mib(r), 0)} | {acc} | "
             f"{_f(x.get('throughput'))} | {_f(x.get('latency_p95'))} |")
+    by_kind = [r for r in doc["results"] if "by_kind" in r["summary"]]
+    if by_kind:
+        kinds = sorted({k for r in by_kind for k in r["summary"]["by_kind"]})
+        lines += ["", "Latency by request class (ms, p50 / p95):", "",
+                  "| workload | config | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+        for r in by_kind:
+            cells = []
+            for k in kinds:
+                d = r["summary"]["by_kind"].get(k, {}).get("latency_s", {})
+                cells.append(f"{_ms(d.get('p50'))} / {_ms(d.get('p95'))}")
+            lines.append(f"| {r['workload']} | {r['variant']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
