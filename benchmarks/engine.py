@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(runs)} workloads", flush=True)
 
     results = []
+    engine = None
     for v in variants:
+        engine = None  # drop our reference first: the factory frees the old K/V pool before sizing the next
         engine = factory.build(variant_config(prof, v))
         print(f"[{clock()}] configuration {v['name']}: engine {v.get('engine', {})} sampling {v.get('sampling', {})}; "
               f"K/V pool {engine.pool.nbytes / 2**20:.0f} MiB", flush=True)
