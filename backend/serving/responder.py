@@ -32,6 +32,7 @@ class _Active:
     tracker: RequestTracker
     cancelled: bool = False
     first_delta_reported: bool = False
+    checked_at: float = 0.0  # last is_cancelled() call: each costs a round trip to the server process
 
 
 class Responder:
@@ -133,6 +134,7 @@ class Responder:
         try:
             entry.sender.send(response, flags=flags)
             cancelled = not reply.final and entry.sender.is_cancelled()
+            entry.checked_at = time.monotonic()
         except Exception as e:  # the client went away: treat as a cancellation
             log.info("dllm responder: send failed for %s (%s); aborting it", request_id, e)
             cancelled = not reply.final
@@ -165,8 +167,11 @@ class Responder:
             log.info("dllm responder: could not close a cancelled stream (%s)", e)
 
     def _check_cancelled(self) -> None:
+        now = time.monotonic()
         for request_id, entry in list(self._active.items()):
-            if not entry.cancelled:
+            # Streams that just received a response were checked then.
+            if not entry.cancelled and now - entry.checked_at >= self._poll:
+                entry.checked_at = now
                 try:
                     cancelled = entry.sender.is_cancelled()
                 except Exception:
