@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,8 @@ def levels(args, prof) -> list[perf_analyzer.Level]:
         out.append(perf_analyzer.Level("concurrency", int(c), closed, args.request_count or len(closed.items)))
     for r in floats(args.rates):
         _, wl = profile_workload(prof, f"{args.rate_workload}@{r:g}")
-        out.append(perf_analyzer.Level("rate", r, wl, args.request_count or len(wl.items)))
+        # Perf Analyzer refuses fewer requests than one second's worth; it then cycles the items.
+        out.append(perf_analyzer.Level("rate", r, wl, max(args.request_count or len(wl.items), math.ceil(r))))
     for name in [x for x in (args.replay or "").split(",") if x]:
         _, wl = profile_workload(prof, name)
         out.append(perf_analyzer.Level("replay", None, wl, len(wl.items)))
@@ -141,8 +143,9 @@ def write_plots(results: list[dict], engine_doc: dict | None, out: Path, stem: s
             plots.load_sweep(results, out / f"{stem}-rate-sweep.png", "rate", title=f"Triton, Poisson rates, {tag}")]
     replayed = sorted({r["workload"] for r in results if r["mode"] == "replay"})
     # A replayed workload's CDF shows the in-process baseline beside Triton, when there is one.
-    base = [r for r in (engine_doc or {}).get("results", []) if r["variant"] == engine_doc.get("baseline")
-            and r["workload"] in replayed and not r.get("concurrency")] if engine_doc else []
+    base = [{**r, "variant": f"in-process {r['variant']}"} for r in (engine_doc or {}).get("results", [])
+            if r["variant"] == engine_doc.get("baseline") and r["workload"] in replayed
+            and not r.get("concurrency")] if engine_doc else []
     for wl in replayed:
         made.append(plots.latency_cdf(results + base, wl, out / f"{stem}-{wl}-cdf.png", f"{wl}: Triton vs in-process"))
     return [p.name for p in made if p is not None]

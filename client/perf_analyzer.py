@@ -92,6 +92,8 @@ def run(level: Level, url: str, model: str, base_sampling: dict, workdir: Path, 
         intervals = workdir / f"{level.workload.name}.intervals.txt"
         intervals.write_text("\n".join(str(us) for us in level.workload.intervals_us()) + "\n")
     export, csv_file = workdir / f"{level.name}.export.json", workdir / f"{level.name}.csv"
+    for stale in (export, csv_file):  # Perf Analyzer refuses to overwrite an export of an earlier run
+        stale.unlink(missing_ok=True)
     cmd = command(level, url, model, data_file, export, csv_file, intervals, max_threads)
     start = time.perf_counter()
     try:
@@ -100,5 +102,6 @@ def run(level: Level, url: str, model: str, base_sampling: dict, workdir: Path, 
     except subprocess.TimeoutExpired as e:
         rc, output = 124, f"perf_analyzer: timed out after {timeout:.0f} s\n{e.stdout or ''}"
     (workdir / f"{level.name}.log").write_text(" ".join(cmd) + "\n\n" + output)
-    return {"rc": rc, "export": export, "csv": csv_file, "command": cmd, "tail": output[-2000:],
+    errors = [line for line in output.splitlines() if line.startswith("Error")]  # else a page of usage text
+    return {"rc": rc, "export": export, "csv": csv_file, "command": cmd, "tail": "\n".join(errors) or output[-2000:],
             "seconds": round(time.perf_counter() - start, 1)}
