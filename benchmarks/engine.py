@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     print(f"[{clock()}] loading {prof['model']} (profile {prof['name']})", flush=True)
+    model_dir = Path(str(prof["model"]))
+    if model_dir.is_absolute() and not (model_dir / "config.json").is_file():
+        print(f"error: no checkpoint at {model_dir} (the bundled model: `python -m backend.training.train`); "
+              "or pass --model <checkpoint dir | preset>", file=sys.stderr)
+        return 2
     factory = EngineFactory(variant_config(prof, variants[0]))
     model = factory.model
     info = machine_info(model.device)
