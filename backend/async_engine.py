@@ -74,10 +74,15 @@ class AsyncEngine:
                 self._ids += 1
                 request_id = f"req-{self._ids}"
             stream = RequestStream(request_id)
-            self.engine.validate(prompt_ids, params)  # reads only immutable settings: safe off the loop thread
+            self.validate(prompt_ids, params)
             self._inbox.append(("add", request_id, prompt_ids, params, on_output or stream.put))
             self._cv.notify()
         return stream
+
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Raise the ValueError (naming the field) that submitting these inputs would raise. Reads only
+        immutable settings, so it is safe off the loop thread."""
+        self.engine.validate(prompt_ids, params)
 
     def abort(self, request_id: str) -> None:
         with self._cv:

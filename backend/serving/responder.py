@@ -57,6 +57,10 @@ class Responder:
     def submit(self, request_id: str, sender, tracker: RequestTracker, prompt_ids: list[int], params) -> None:
         """Hand a validated request to the engine. Raises what the engine raises (ValueError for an
         invalid request); nothing is sent for it then, the caller answers."""
+        # Validate before the stream is registered: a registered stream is polled with
+        # is_cancelled(), and polling a sender that the caller has already closed with its error
+        # response crashes tritonserver 2.51 (segfault in TRITONBACKEND_ResponseFactoryIsCancelled).
+        self._engine.validate(prompt_ids, params)
         self._queue.put((_NEW, request_id, _Active(sender, tracker)))
         try:
             self._engine.submit(prompt_ids, params, request_id=request_id,

@@ -89,9 +89,12 @@ class FakeEngine:
     def __init__(self, reject: str | None = None):
         self.callbacks, self.aborted, self.reject = {}, [], reject
 
-    def submit(self, prompt_ids, params, request_id=None, on_output=None):
+    def validate(self, prompt_ids, params):
         if self.reject:
             raise ValueError(self.reject)
+
+    def submit(self, prompt_ids, params, request_id=None, on_output=None):
+        self.validate(prompt_ids, params)
         self.callbacks[request_id] = on_output
 
     def abort(self, request_id):
