@@ -23,7 +23,7 @@ from backend.serving.request_tracker import Reply, RequestTracker
 
 log = logging.getLogger(__name__)
 
-_NEW, _OUTPUT, _DROP, _STOP = "new", "output", "drop", "stop"
+_NEW, _OUTPUT, _FAIL, _STOP = "new", "output", "fail", "stop"
 
 
 @dataclass
@@ -55,19 +55,20 @@ class Responder:
         self._thread.start()
 
     def submit(self, request_id: str, sender, tracker: RequestTracker, prompt_ids: list[int], params) -> None:
-        """Hand a validated request to the engine. Raises what the engine raises (ValueError for an
-        invalid request); nothing is sent for it then, the caller answers."""
-        # Validate before the stream is registered: a registered stream is polled with
-        # is_cancelled(), and polling a sender that the caller has already closed with its error
-        # response crashes tritonserver 2.51 (segfault in TRITONBACKEND_ResponseFactoryIsCancelled).
+        """Hand a request to the engine. An invalid request raises the engine's ValueError (naming the
+        field) before anything is registered; the caller answers it. Once registered, the stream's
+        sender belongs to the response thread alone: polling is_cancelled() on a sender that another
+        thread has closed crashes tritonserver 2.51 (segfault in TRITONBACKEND_ResponseFactoryIsCancelled),
+        so a later failure is answered by the response thread too."""
         self._engine.validate(prompt_ids, params)
         self._queue.put((_NEW, request_id, _Active(sender, tracker)))
         try:
             self._engine.submit(prompt_ids, params, request_id=request_id,
                                 on_output=lambda out: self._queue.put((_OUTPUT, request_id, out)))
-        except BaseException:
-            self._queue.put((_DROP, request_id, None))
-            raise
+        except Exception as e:
+            invalid = isinstance(e, ValueError)
+            message = str(e) if invalid else f"internal error: {type(e).__name__}: {e}"
+            self._queue.put((_FAIL, request_id, (message, invalid)))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the queued work (call after the engine has shut down and sent its last outputs)."""
@@ -92,8 +93,8 @@ class Responder:
             try:
                 if kind == _NEW:
                     self._active[request_id] = payload
-                elif kind == _DROP:
-                    self._active.pop(request_id, None)
+                elif kind == _FAIL:
+                    self._fail(request_id, *payload)
                 elif kind == _OUTPUT:
                     self._on_output(request_id, payload)
                 now = time.monotonic()
@@ -163,6 +164,18 @@ class Responder:
         # The engine answers with a final "abort" output within one iteration (K/V freed); the
         # stream's FINAL goes out then, in _on_output.
         self._engine.abort(request_id)
+
+    def _fail(self, request_id: str, message: str, invalid: bool) -> None:
+        entry = self._active.pop(request_id, None)
+        if entry is None:
+            return
+        pb = self._pb
+        code = pb.TritonError.INVALID_ARG if invalid else pb.TritonError.INTERNAL
+        try:
+            entry.sender.send(pb.InferenceResponse(error=pb.TritonError(message, code)),
+                              flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as e:
+            log.info("dllm responder: could not answer %s (%s)", request_id, e)
 
     def _send_final_flag(self, entry: _Active) -> None:
         try:

@@ -86,8 +86,8 @@ class Sender:
 class FakeEngine:
     """Records submissions; the test plays the engine loop by calling `emit`."""
 
-    def __init__(self, reject: str | None = None):
-        self.callbacks, self.aborted, self.reject = {}, [], reject
+    def __init__(self, reject: str | None = None, broken: Exception | None = None):
+        self.callbacks, self.aborted, self.reject, self.broken = {}, [], reject, broken
 
     def validate(self, prompt_ids, params):
         if self.reject:
@@ -95,6 +95,8 @@ class FakeEngine:
 
     def submit(self, prompt_ids, params, request_id=None, on_output=None):
         self.validate(prompt_ids, params)
+        if self.broken is not None:
+            raise self.broken
         self.callbacks[request_id] = on_output
 
     def abort(self, request_id):

@@ -101,6 +101,21 @@ def test_rejected_submission_raises_and_sends_nothing():
     assert sender.sent == []
 
 
+@pytest.mark.parametrize("failure, code", [(RuntimeError("engine loop is gone"), "INTERNAL"),
+                                           (ValueError("request_id: already in use"), "INVALID_ARG")])
+def test_failure_after_registration_is_answered_by_the_response_thread(failure, code):
+    # Once registered, only the response thread touches the sender (Triton 2.51 crashes when a
+    # closed sender is polled), so submit does not raise and that thread sends the error.
+    responder = Responder(FakeEngine(broken=failure), pb, None, poll_interval=0.01)
+    responder.start()
+    sender = Sender()
+    responder.submit("x", sender, RequestTracker(GenerateRequest("p"), 1, decode), [1], None)
+    assert sender.done.wait(5)
+    responder.stop()
+    (response, flags), = sender.sent
+    assert flags == FINAL and response.error.code == code and str(failure) in response.error.message()
+
+
 def test_stop_closes_requests_the_engine_never_finished():
     engine = FakeEngine()
     responder = Responder(engine, pb, None, poll_interval=0.01)
