@@ -1,7 +1,7 @@
 """Seeded generators of prompts with exactly checkable answers, shared by training and evaluation.
 
-Prompts are plain text ending in " =" (addition ends in "="); the answer is the exact text the model
-should generate before EOS:
+Prompts are plain text ending in " =" (addition in "=", key-value lookup in ": "); the answer is the
+exact text the model should generate before EOS:
 
     add      "123+4567="                       -> "4690"
     sort     "sort qdkab ="                    -> "abdkq"
@@ -43,7 +43,7 @@ class TaskConfig:
     string_length: tuple[int, int] = (3, 16)
     kv_context_chars: tuple[int, int] = (100, 300)
     kv_key_chars: int = 2
-    kv_max_value: int = 999
+    kv_value_digits: int = 3
 
 
 def _add(rng: random.Random, cfg: TaskConfig) -> Example:
@@ -76,7 +76,8 @@ def _copy(rng: random.Random, cfg: TaskConfig) -> Example:
 
 def _kv(rng: random.Random, cfg: TaskConfig) -> Example:
     """`key: value` lines up to a context length drawn from the range, then a question for one key
-    drawn uniformly over the lines (so the answer is as often far from the question as near)."""
+    drawn uniformly over the lines (so the answer is as often far from the question as near). The
+    question ends like a context line ("get ab: "), so the answer sits where the value sits in its line."""
     target = rng.randint(*cfg.kv_context_chars)
     lines: list[str] = []
     keys: set[str] = set()
@@ -86,7 +87,7 @@ def _kv(rng: random.Random, cfg: TaskConfig) -> Example:
         key = "".join(rng.choice(LETTERS) for _ in range(cfg.kv_key_chars))
         if key in keys:
             continue
-        value = str(rng.randint(0, cfg.kv_max_value))
+        value = str(rng.randint(10 ** (cfg.kv_value_digits - 1), 10 ** cfg.kv_value_digits - 1))
         line = f"{key}: {value}\n"
         if lines and length + len(line) > target:
             break
@@ -96,7 +97,7 @@ def _kv(rng: random.Random, cfg: TaskConfig) -> Example:
         length += len(line)
     i = rng.randrange(len(lines))
     key = lines[i].split(":")[0]
-    return Example("kv", "".join(lines) + f"get {key} =", values[i])
+    return Example("kv", "".join(lines) + f"get {key}: ", values[i])
 
 
 GENERATORS = {"add": _add, "sort": _sort, "reverse": _reverse, "copy": _copy, "kv": _kv}

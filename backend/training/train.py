@@ -36,7 +36,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 3000
     # Examples of each task per optimizer step (one padded micro-batch per task: similar lengths).
-    batch: str = "add=16,sort=12,reverse=12,copy=8,kv=24"
+    batch: str = "add=16,sort=12,reverse=12,copy=12,kv=16"
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -61,7 +61,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast: the CPU's AMX units make matmuls several times faster
     threads: int = 2
     log_every: int = 20
-    save_every: int = 500
+    save_every: int = 250
     save_dtype: str = "float32"
 
     def batch_sizes(self) -> dict[str, int]:
