@@ -70,6 +70,8 @@ def evaluate(decoder: Decoder, tokenizer: Tokenizer, params: SamplingParams, exa
                 s.failures.append({"prompt": ex.prompt, "answer": ex.answer, "got": got})
         if progress:
             print(f"  {min(i + batch_size, len(examples))}/{len(examples)}", end="\r", flush=True)
+    if progress:
+        print(" " * 20, end="\r")
     return scores
 
 
