@@ -114,6 +114,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    ap.add_argument("--device", default="cpu", help="e.g. cuda; answers do not depend on it beyond rounding")
     for name in ("max-tokens", "block-length", "steps", "seed-decode"):
         ap.add_argument(f"--{name}", type=int)
     ap.add_argument("--threshold", type=float)
@@ -126,7 +127,7 @@ def main(argv=None) -> dict:
     if args.seed_decode is not None:
         overrides["seed"] = args.seed_decode
     params = SamplingParams.from_dict(overrides, defaults=default_params(args.model))
-    model = load_model(args.model, dtype=getattr(torch, args.dtype))
+    model = load_model(args.model, dtype=getattr(torch, args.dtype), device=args.device)
     tokenizer = Tokenizer(args.model)
     examples = tasks.held_out_set(args.per_task, tuple(args.tasks.split(",")), seed=args.seed)
     t0 = time.time()

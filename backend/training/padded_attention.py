@@ -20,7 +20,7 @@ class PaddedAttention(AttentionContext):
         lengths = torch.tensor(batch.seqlens, device=device)
         self.num_seqs, self.max_len = batch.num_seqs, batch.max_seqlen
         seq = torch.repeat_interleave(torch.arange(self.num_seqs, device=device), lengths)
-        offset = torch.arange(int(lengths.sum()), device=device) - torch.repeat_interleave(
+        offset = torch.arange(sum(batch.seqlens), device=device) - torch.repeat_interleave(
             batch.cu_seqlens[:-1].long(), lengths)
         self.rows = seq * self.max_len + offset  # packed row -> row of the padded [B * L] layout
         valid = torch.arange(self.max_len, device=device)[None, :] < lengths[:, None]
@@ -33,9 +33,11 @@ class PaddedAttention(AttentionContext):
 
     def attend(self, layer: int, q, k, v, batch: PackedBatch) -> torch.Tensor:
         hq, hkv = q.shape[1], k.shape[1]
-        # float32 even under bf16 autocast: the CPU flash kernel's backward is faster in float32.
-        with torch.autocast("cpu", enabled=False):
-            out = F.scaled_dot_product_attention(self._pad(q.float()), self._pad(k.float()), self._pad(v.float()),
+        # CPU: float32 even under bf16 autocast (the CPU kernel's backward is faster in float32).
+        # CUDA: the autocast dtype, which the memory-efficient kernel takes with a mask.
+        dtype = torch.float32 if q.device.type == "cpu" else q.dtype
+        with torch.autocast(q.device.type, enabled=False):
+            out = F.scaled_dot_product_attention(self._pad(q.to(dtype)), self._pad(k.to(dtype)), self._pad(v.to(dtype)),
                                                  attn_mask=self.key_mask, enable_gqa=hq != hkv)
         out = out.to(q.dtype).transpose(1, 2).reshape(self.num_seqs * self.max_len, hq, -1)
         return out[self.rows]
