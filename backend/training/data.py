@@ -28,12 +28,15 @@ class Curriculum:
     ramp: float = 0.25
     kv_start: int = 40
     kv_min_chars: int = 20
+    kv_ramp: float | None = None  # the key-value context's own ramp (None: `ramp`)
 
     def at(self, step: int) -> tasks.TaskConfig:
         full = tasks.TaskConfig()
         r = min(1.0, step / max(1.0, self.ramp * self.steps))
+        kv_ramp = self.ramp if self.kv_ramp is None else self.kv_ramp
+        r_kv = min(1.0, step / max(1.0, kv_ramp * self.steps))
 
-        def grow(lo: int, start: int, end: int) -> tuple[int, int]:
+        def grow(lo: int, start: int, end: int, r: float = r) -> tuple[int, int]:
             return lo, max(lo, round(start + r * (end - start)))
 
         return dataclasses.replace(
@@ -41,7 +44,7 @@ class Curriculum:
             add_max_digits=grow(1, 2, full.add_max_digits)[1],
             sort_length=grow(full.sort_length[0], 5, full.sort_length[1]),
             string_length=grow(full.string_length[0], 6, full.string_length[1]),
-            kv_context_chars=grow(self.kv_min_chars, self.kv_start, full.kv_context_chars[1]),
+            kv_context_chars=grow(self.kv_min_chars, self.kv_start, full.kv_context_chars[1], r_kv),
         )
 
 

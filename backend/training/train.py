@@ -59,6 +59,7 @@ class TrainConfig:
     ramp: float = 0.25
     kv_start: int = 40
     kv_min_chars: int = 20
+    kv_ramp: float = -1.0  # the key-value context's own ramp fraction (< 0: `ramp`)
     device: str = "auto"  # "auto": cuda when there is one, else cpu
     bf16: bool = True  # bf16 autocast (CPU: the AMX units make matmuls several times faster)
     threads: int = 2
@@ -157,7 +158,8 @@ def train(cfg: TrainConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)  # masks and noise levels, drawn on the host
     out = Path(cfg.out)
     sizes = cfg.batch_sizes()
-    curriculum = Curriculum(cfg.steps, cfg.ramp, cfg.kv_start, cfg.kv_min_chars)
+    curriculum = Curriculum(cfg.steps, cfg.ramp, cfg.kv_start, cfg.kv_min_chars,
+                            None if cfg.kv_ramp < 0 else cfg.kv_ramp)
     # The example worker is forked before CUDA is initialised in this process.
     batches = prefetch(cfg.data_workers, cfg.seed, sizes, cfg.groups(), curriculum, cfg.gen_length)
     model = build(cfg, device)
