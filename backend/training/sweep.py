@@ -17,6 +17,7 @@ import argparse
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -30,13 +31,14 @@ def _launch(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-u", *args], stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def _kill(procs) -> None:
+def _stop(procs) -> None:
+    """SIGINT first: a trainer saves the checkpoint of its last finished step and exits."""
     for p in procs:
         if p.poll() is None:
-            p.terminate()
+            p.send_signal(signal.SIGINT)
     for p in procs:
         try:
-            p.wait(timeout=20)
+            p.wait(timeout=60)
         except subprocess.TimeoutExpired:
             p.kill()
 
@@ -68,7 +70,7 @@ def calibrate(runs: dict[str, list[str]], common: list[str], out: Path, seconds:
     for t in threads:
         t.start()
     time.sleep(seconds)
-    _kill(procs.values())
+    _stop(procs.values())
     rates = {}
     for name, points in seen.items():
         points = points[len(points) // 3:]  # skip start-up and warm-up
@@ -121,9 +123,9 @@ def main(argv=None) -> dict:
     while time.time() < deadline and any(p.poll() is None for p in procs.values()):
         time.sleep(1)
     late = [n for n, p in procs.items() if p.poll() is None]
-    _kill(procs.values())
+    _stop(procs.values())
     for n in late:
-        print(f"{n}: stopped at the deadline; its last saved checkpoint is scored", flush=True)
+        print(f"{n}: stopped at the deadline; the checkpoint it saved then is scored", flush=True)
     for n, p in procs.items():
         if n not in late and p.returncode != 0:
             print(f"{n}: training failed (exit {p.returncode}); its log ends:\n{_tail(out / f'{n}.train.log')}")

@@ -151,6 +151,73 @@ def save(model, cfg: TrainConfig, out: Path, state: dict) -> None:
     (out / "training_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
+class Progress:
+    """Losses per step and per task, kept on the device until a log line needs them (no sync per step)."""
+
+    def __init__(self, cfg: TrainConfig, curriculum: Curriculum, tasks_: list[str]):
+        self.cfg, self.curriculum = cfg, curriculum
+        self.t0 = self.window_t0 = time.time()
+        self.window_tokens = 0
+        self.pending: list[torch.Tensor] = []
+        self.task_losses: dict[str, list[torch.Tensor]] = {t: [] for t in tasks_}
+        self.history: list[float] = []
+
+    def add(self, step_loss: torch.Tensor, task_losses: dict[str, torch.Tensor], tokens: int) -> None:
+        self.pending.append(step_loss)
+        for t, v in task_losses.items():
+            self.task_losses[t].append(v)
+        self.window_tokens += tokens
+
+    def flush(self) -> None:
+        if self.pending:
+            self.history += torch.stack(self.pending).tolist()
+            self.pending.clear()
+
+    def log(self, step: int) -> None:
+        self.flush()
+        cfg, now = self.cfg, time.time()
+        elapsed = now - self.t0
+        eta = elapsed / (step + 1) * (cfg.steps - step - 1)
+        per_task = " ".join(f"{k}={torch.stack(v).mean().item():.3f}" for k, v in self.task_losses.items() if v)
+        for v in self.task_losses.values():
+            v.clear()
+        window = self.history[-cfg.log_every:]
+        print(f"step {step + 1}/{cfg.steps} loss {sum(window) / len(window):.4f} [{per_task}] "
+              f"lr {lr_at(cfg, step):.2e} kv<={self.curriculum.at(step).kv_context_chars[1]} "
+              f"{self.window_tokens / (now - self.window_t0):.0f} tok/s elapsed {elapsed:.0f}s "
+              f"eta {eta / 60:.1f}m", flush=True)
+        self.window_tokens, self.window_t0 = 0, now
+
+    def summary(self, step: int) -> dict:
+        self.flush()
+        tail = self.history[-200:]
+        return {"step": step, "minutes": round((time.time() - self.t0) / 60, 1),
+                "final_loss": round(sum(tail) / max(1, len(tail)), 4), "loss_window_steps": len(tail)}
+
+
+def train_step(model, opt, cfg: TrainConfig, batch, gen: torch.Generator, total_examples: int):
+    """One optimizer step over the batch's micro-batches; (step loss, loss per task, tokens)."""
+    device, mask_id = model.device, model.config.mask_token_id
+    for g in opt.param_groups:
+        g["lr"] = lr_at(cfg, batch.step)
+    opt.zero_grad(set_to_none=True)
+    step_loss, per_task, tokens = torch.zeros((), device=device), {}, 0
+    for group in batch.groups:
+        names = [t for t, _, _ in group]
+        per_example, n_tok = masked_diffusion_loss(model, [p for _, p, _ in group], [a for _, _, a in group],
+                                                   mask_id, gen, cfg.bf16)
+        (per_example.sum() / total_examples).backward()
+        per_example = per_example.detach()
+        step_loss += per_example.sum()
+        for t in dict.fromkeys(names):
+            idx = torch.tensor([i for i, n in enumerate(names) if n == t], device=device)
+            per_task[t] = per_example[idx].mean()
+        tokens += n_tok
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return step_loss / total_examples, per_task, tokens
+
+
 def train(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -160,63 +227,37 @@ def train(cfg: TrainConfig) -> dict:
     sizes = cfg.batch_sizes()
     curriculum = Curriculum(cfg.steps, cfg.ramp, cfg.kv_start, cfg.kv_min_chars,
                             None if cfg.kv_ramp < 0 else cfg.kv_ramp)
-    # The example worker is forked before CUDA is initialised in this process.
+    # The example workers are forked before CUDA is initialised in this process.
     batches = prefetch(cfg.data_workers, cfg.seed, sizes, cfg.groups(), curriculum, cfg.gen_length)
     model = build(cfg, device)
-    mcfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters on {device}, {mcfg}", flush=True)
+    print(f"model: {n_params / 1e6:.2f}M parameters on {device}, {model.config}", flush=True)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
                             **({"fused": True} if device.type == "cuda" else {}))
-    total_examples = sum(sizes.values())
-    t0, window_tokens, window_t0 = time.time(), 0, time.time()
-    # Per-step losses stay on the device until a log line needs them (no sync per step).
-    step_losses: list[torch.Tensor] = []
-    task_losses: dict[str, list[torch.Tensor]] = {t: [] for t in sizes}
-    history: list[float] = []
+    progress = Progress(cfg, curriculum, list(sizes))
     state = {"config": dataclasses.asdict(cfg), "parameters": n_params, "device": str(device)}
-    for batch in batches:
-        step = batch.step
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for group in batch.groups:
-            names = [t for t, _, _ in group]
-            per_example, n_tok = masked_diffusion_loss(model, [p for _, p, _ in group], [a for _, _, a in group],
-                                                       mcfg.mask_token_id, gen, cfg.bf16)
-            (per_example.sum() / total_examples).backward()
-            per_example = per_example.detach()
-            step_loss += per_example.sum()
-            for t in dict.fromkeys(names):
-                idx = torch.tensor([i for i, n in enumerate(names) if n == t], device=device)
-                task_losses[t].append(per_example[idx].mean())
-            window_tokens += n_tok
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step_losses.append(step_loss / total_examples)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            history += torch.stack(step_losses).tolist()
-            step_losses.clear()
-            now = time.time()
-            elapsed = now - t0
-            eta = elapsed / (step + 1) * (cfg.steps - step - 1)
-            per_task = " ".join(f"{k}={torch.stack(v).mean().item():.3f}" for k, v in task_losses.items())
-            for v in task_losses.values():
-                v.clear()
-            print(f"step {step + 1}/{cfg.steps} loss {sum(history[-cfg.log_every:]) / cfg.log_every:.4f} "
-                  f"[{per_task}] lr {lr_at(cfg, step):.2e} kv<={curriculum.at(step).kv_context_chars[1]} "
-                  f"{window_tokens / (now - window_t0):.0f} tok/s elapsed {elapsed:.0f}s "
-                  f"eta {eta / 60:.1f}m", flush=True)
-            window_tokens, window_t0 = 0, now
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            tail = history[-200:]
-            state.update(step=step + 1, minutes=round((time.time() - t0) / 60, 1),
-                         final_loss=round(sum(tail) / max(1, len(tail)), 4), loss_window_steps=len(tail))
-            save(model, cfg, out, state)
+
+    def checkpoint(step: int) -> None:
+        state.update(progress.summary(step))
+        save(model, cfg, out, state)
+
+    done = 0
+    try:
+        for batch in batches:
+            progress.add(*train_step(model, opt, cfg, batch, gen, sum(sizes.values())))
+            done = batch.step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                progress.log(batch.step)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                checkpoint(done)
+    except KeyboardInterrupt:  # Ctrl-C (or SIGINT at the sweep's deadline): keep what was learnt
+        if done > state.get("step", 0):
+            print(f"interrupted: saving the checkpoint of step {done}", flush=True)
+            state["interrupted"] = True
+            checkpoint(done)
     return state
 
 

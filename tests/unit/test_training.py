@@ -1,0 +1,114 @@
+"""The trainer: example stream, curriculum, a short real run (loss falls, checkpoint loads, repeatable)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from backend.loader import load_model
+from backend.training import tasks
+from backend.training.data import Curriculum, prefetch, stream
+from backend.training.train import TrainConfig, train
+
+SIZES = {"add": 3, "sort": 2, "kv": 2}
+GROUPS = [["add", "sort"], ["kv"]]
+
+
+def _steps(batches):
+    return [(b.step, b.groups) for b in batches]
+
+
+def test_stream_is_the_same_in_worker_processes():
+    cur = Curriculum(steps=9)
+    alone = _steps(stream(5, SIZES, GROUPS, cur, 32))
+    assert [s for s, _ in alone] == list(range(9))
+    assert _steps(prefetch(2, 5, SIZES, GROUPS, cur, 32)) == alone
+    assert _steps(stream(6, SIZES, GROUPS, cur, 32)) != alone
+
+
+def test_stream_groups_and_pads_answers_with_eos():
+    batch = next(stream(0, SIZES, GROUPS, Curriculum(steps=1), 32))
+    assert [len(g) for g in batch.groups] == [5, 2]
+    assert [t for t, _, _ in batch.groups[0]] == ["add"] * 3 + ["sort"] * 2
+    eos = 46
+    for _, prompt, answer in batch.groups[0] + batch.groups[1]:
+        assert len(answer) == 32 and answer[-1] == eos and prompt
+
+
+def test_curriculum_grows_to_the_full_task_lengths():
+    cur = Curriculum(steps=100, ramp=0.5, kv_start=40, kv_min_chars=8, kv_ramp=0.8)
+    full = tasks.TaskConfig()
+    start, mid, end = cur.at(0), cur.at(50), cur.at(99)
+    assert start.kv_context_chars == (8, 40) and start.add_max_digits == 2
+    assert mid.add_max_digits == full.add_max_digits and mid.string_length == full.string_length
+    assert 40 < mid.kv_context_chars[1] < full.kv_context_chars[1]  # its own, slower ramp
+    assert end.kv_context_chars == (8, full.kv_context_chars[1])
+
+
+def _tiny(tmp_path, name, **kw):
+    base = dict(out=str(tmp_path / name), steps=30, batch="add=6,copy=6,kv=4", micro_batches="add+copy,kv",
+                hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, warmup_steps=5, lr=3e-3,
+                log_every=10, save_every=30, threads=1, data_workers=0, bf16=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_short_run_learns_saves_a_loadable_checkpoint_and_repeats(tmp_path, capsys):
+    state = train(_tiny(tmp_path, "a"))
+    log = capsys.readouterr().out
+    losses = [float(line.split(" loss ")[1].split()[0]) for line in log.splitlines() if line.startswith("step ")]
+    assert len(losses) == 3 and losses[-1] < 0.5 * losses[0]
+    assert state["step"] == 30 and json.loads((tmp_path / "a" / "training_state.json").read_text())["step"] == 30
+    model = load_model(tmp_path / "a", dtype=torch.float32)
+    assert model.config.num_layers == 2 and model.config.vocab_size == 49
+    # Same seed: the same run, whether examples are made here or in a worker process.
+    again = train(_tiny(tmp_path, "b", data_workers=1))
+    assert again["final_loss"] == state["final_loss"]
+    other = load_model(tmp_path / "b", dtype=torch.float32)
+    for (name, p), q in zip(model.named_parameters(), other.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_continue_from_a_checkpoint(tmp_path):
+    train(_tiny(tmp_path, "a", steps=10, save_every=10))
+    cont = train(_tiny(tmp_path, "b", steps=10, save_every=10, init_from=str(tmp_path / "a"), seed=1))
+    assert cont["step"] == 10
+    with pytest.raises(ValueError, match="init_from"):
+        train(_tiny(tmp_path, "c", steps=10, init_from=str(tmp_path / "a"), num_layers=3))
+
+
+@pytest.mark.parametrize("field,value", [("micro_batches", "add,kv"), ("batch", "add=2,nope=3"),
+                                         ("device", "cuda:7")])
+def test_bad_settings_name_the_field(tmp_path, field, value):
+    if field == "device" and torch.cuda.is_available():
+        pytest.skip("a CUDA machine may have that device")
+    with pytest.raises(ValueError, match=field):
+        train(_tiny(tmp_path, "x", **{field: value}))
+
+
+def test_interrupt_saves_the_last_finished_step(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-u", "-m", "backend.training.train", "--out", str(out), "--steps", "100000",
+            "--batch", "add=2,kv=2", "--micro-batches", "add,kv", "--hidden-size", "32", "--num-layers", "1",
+            "--num-heads", "2", "--intermediate-size", "32", "--log-every", "2", "--save-every", "1000000",
+            "--threads", "1", "--data-workers", "1", "--no-bf16", "--device", "cpu"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 4/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "interrupted: saving" in rest
+    state = json.loads((out / "training_state.json").read_text())
+    assert state["interrupted"] and state["step"] >= 4
+    assert load_model(out, dtype=torch.float32).config.num_layers == 1
