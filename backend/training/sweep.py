@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--margin", type=float, default=0.85, help="share of the calibrated steps to plan for")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--per-task", type=int, default=50, help="held-out examples per task in the evaluation")
+    ap.add_argument("--pack", help="also write DIR/<run>.tar (checkpoint + eval.json) and DIR/logs.tar")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +155,21 @@ def main(argv=None) -> dict:
         per = " ".join(f"{t}={a:.0%}" for t, a in s["tasks"].items())
         overall = f"{s['overall']:.1%}" if s["overall"] is not None else "-"
         print(f"{name:<8}{s['steps'] or 0:>7}{s['minutes'] or 0:>6}{s['final_loss'] or 0:>8}{overall:>9}  {per}")
+    if args.pack:
+        pack(out, list(summary), Path(args.pack))
     return summary
+
+
+def pack(out: Path, names: list[str], dest: Path) -> None:
+    """One tar per run directory and one of the logs: few files, for a machine that returns few."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (out / name).is_dir():
+            with tarfile.open(dest / f"{name}.tar", "w") as tar:
+                tar.add(out / name, arcname=name)
+    with tarfile.open(dest / "logs.tar", "w") as tar:
+        for f in sorted(out.glob("*.log")) + [out / "summary.json"]:
+            tar.add(f, arcname=f.name)
 
 
 def _has_cuda() -> bool:

@@ -38,3 +38,24 @@ def test_stop_string_cuts_output(tmp_path):
                                                        stop=[text[5] + "#"]))[0]
     assert partial.finish_reason == "length" and partial.text == text
     assert sum(partial.deltas, []) == full.token_ids
+
+
+class _CharTokenizer:
+    def decode(self, ids):
+        return "".join(chr(ord("a") + i) for i in ids)
+
+
+def test_stop_string_before_an_eos_of_the_same_step_wins():
+    from backend.stop_checker import StopChecker
+
+    eos = 99
+    checker = StopChecker(_CharTokenizer(), [eos])
+    params = SamplingParams(max_tokens=8, block_length=8, stop=["b"])
+    # "ab" then EOS committed together: the stop string ends the text first.
+    assert checker.check([0, 1, eos, 3], params, streamed=0) == (1, "stop")
+    # No stop string before the EOS: EOS, even if one follows it.
+    assert checker.check([0, 2, eos, 1], params, streamed=0) == (2, "eos")
+    assert checker.check([0, 2, eos], SamplingParams(max_tokens=8, block_length=8), streamed=0) == (2, "eos")
+    # No EOS: the possible start of a stop string is held back.
+    held = SamplingParams(max_tokens=8, block_length=8, stop=["cd"])
+    assert checker.check([0, 2], held, streamed=0) == (1, None)
