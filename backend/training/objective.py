@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.models import PackedBatch
+from backend.models.attention import cumulative
 from backend.training.padded_attention import PaddedAttention
 
 
@@ -28,7 +29,7 @@ def masked_diffusion_loss(model, prompts: list[list[int]], answers: list[list[in
     lengths = [len(p) + gen_len for p in prompts]
     batch = PackedBatch.contiguous(lengths, device)
     # Packed row of every answer position; only the masked ones go through the vocabulary head.
-    starts = batch.cu_seqlens[:-1].long().cpu() + torch.tensor([len(p) for p in prompts])
+    starts = cumulative(lengths)[:-1].long() + torch.tensor([len(p) for p in prompts])  # host: no device sync
     rows = (starts[:, None] + torch.arange(gen_len)[None, :])[masked]
     example = torch.arange(n)[:, None].expand(n, gen_len)[masked]
     weight = (1.0 / t)[:, None].expand(n, gen_len)[masked]

@@ -17,15 +17,17 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
-STEP_LINE = re.compile(r"^step (\d+)/")
+from backend.training.train import resolve_device
+
+STEP_LINE = re.compile(r"^step (\d+)/.* elapsed ([\d.]+)s", re.MULTILINE)
 
 
 def _launch(args: list[str], log: Path) -> subprocess.Popen:
@@ -45,39 +47,24 @@ def _stop(procs) -> None:
 
 
 def calibrate(runs: dict[str, list[str]], common: list[str], out: Path, seconds: float) -> dict[str, float]:
-    """Steps per second of each run at full task lengths (no curriculum), all running at once."""
+    """Steps per second of each run at full task lengths (no curriculum), all running at once, read
+    from the step and elapsed time of the trainers' own log lines."""
     procs, logs = {}, {}
     for name, extra in runs.items():
         logs[name] = out / f"{name}.calibrate.log"
         procs[name] = _launch(["-m", "backend.training.train", *common, *extra, "--out", str(out / f"{name}.cal"),
                                "--steps", "1000000", "--ramp", "0", "--log-every", "5",
                                "--save-every", "100000000"], logs[name])
-    seen: dict[str, list[tuple[float, int]]] = {n: [] for n in runs}
-
-    def watch(name):
-        with logs[name].open() as f:
-            while True:
-                line = f.readline()
-                if not line:
-                    if procs[name].poll() is not None:
-                        return
-                    time.sleep(0.05)
-                    continue
-                m = STEP_LINE.match(line)
-                if m:
-                    seen[name].append((time.time(), int(m.group(1))))
-
-    threads = [threading.Thread(target=watch, args=(n,), daemon=True) for n in runs]
-    for t in threads:
-        t.start()
     time.sleep(seconds)
     _stop(procs.values())
     rates = {}
-    for name, points in seen.items():
+    for name, log in logs.items():
+        shutil.rmtree(out / f"{name}.cal", ignore_errors=True)  # the checkpoint saved on SIGINT
+        points = [(float(m.group(2)), int(m.group(1))) for m in STEP_LINE.finditer(log.read_text(errors="replace"))]
         points = points[len(points) // 3:]  # skip start-up and warm-up
         if len(points) < 2:
-            print(f"{name}: too few steps in {seconds} s to calibrate, left out; its log ends:\n"
-                  + _tail(logs[name]), flush=True)
+            print(f"{name}: too few steps in {seconds} s to calibrate, left out; its log ends:\n" + _tail(log),
+                  flush=True)
             continue
         (t0, s0), (t1, s1) = points[0], points[-1]
         rates[name] = (s1 - s0) / (t1 - t0)
@@ -137,7 +124,7 @@ def main(argv=None) -> dict:
         if (out / name / "model.safetensors").is_file():
             evals[name] = _launch(["-m", "backend.evaluate", "--model", str(out / name), "--per-task",
                                    str(args.per_task), "--json", str(out / name / "eval.json"), "--device",
-                                   "cuda" if args.device in ("auto", "cuda") and _has_cuda() else "cpu"],
+                                   str(resolve_device(args.device))],
                                   out / f"{name}.eval.log")
     for p in evals.values():
         p.wait()
@@ -155,6 +142,10 @@ def main(argv=None) -> dict:
         per = " ".join(f"{t}={a:.0%}" for t, a in s["tasks"].items())
         overall = f"{s['overall']:.1%}" if s["overall"] is not None else "-"
         print(f"{name:<8}{s['steps'] or 0:>7}{s['minutes'] or 0:>6}{s['final_loss'] or 0:>8}{overall:>9}  {per}")
+    scored = [n for n, s in summary.items() if s["overall"] is not None]
+    if scored:
+        best = max(scored, key=lambda n: (summary[n]["overall"], summary[n]["tasks"].get("kv", 0.0)))
+        print(f"best: {best} ({out / best})")
     if args.pack:
         pack(out, list(summary), Path(args.pack))
     return summary
@@ -170,12 +161,6 @@ def pack(out: Path, names: list[str], dest: Path) -> None:
     with tarfile.open(dest / "logs.tar", "w") as tar:
         for f in sorted(out.glob("*.log")) + [out / "summary.json"]:
             tar.add(f, arcname=f.name)
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -142,9 +142,7 @@ def build(cfg: TrainConfig, device: torch.device):
 
 
 def save(model, cfg: TrainConfig, out: Path, state: dict) -> None:
-    model.eval()
     save_checkpoint(model, out, dtype=getattr(torch, cfg.save_dtype))
-    model.train()
     char_tokenizer.save(out)
     gen = {"max_tokens": cfg.gen_length, "block_length": cfg.block_length, "steps": cfg.gen_length}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
@@ -184,7 +182,7 @@ class Progress:
         window = self.history[-cfg.log_every:]
         print(f"step {step + 1}/{cfg.steps} loss {sum(window) / len(window):.4f} [{per_task}] "
               f"lr {lr_at(cfg, step):.2e} kv<={self.curriculum.at(step).kv_context_chars[1]} "
-              f"{self.window_tokens / (now - self.window_t0):.0f} tok/s elapsed {elapsed:.0f}s "
+              f"{self.window_tokens / (now - self.window_t0):.0f} tok/s elapsed {elapsed:.1f}s "
               f"eta {eta / 60:.1f}m", flush=True)
         self.window_tokens, self.window_t0 = 0, now
 
@@ -209,9 +207,9 @@ def train_step(model, opt, cfg: TrainConfig, batch, gen: torch.Generator, total_
         (per_example.sum() / total_examples).backward()
         per_example = per_example.detach()
         step_loss += per_example.sum()
-        for t in dict.fromkeys(names):
-            idx = torch.tensor([i for i, n in enumerate(names) if n == t], device=device)
-            per_task[t] = per_example[idx].mean()
+        for t in dict.fromkeys(names):  # a micro-batch holds each task's examples back to back
+            first = names.index(t)
+            per_task[t] = per_example[first:first + names.count(t)].mean()
         tokens += n_tok
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()

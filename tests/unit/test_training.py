@@ -112,3 +112,27 @@ def test_interrupt_saves_the_last_finished_step(tmp_path):
     state = json.loads((out / "training_state.json").read_text())
     assert state["interrupted"] and state["step"] >= 4
     assert load_model(out, dtype=torch.float32).config.num_layers == 1
+
+
+def test_sweep_plans_trains_scores_and_packs(tmp_path):
+    import tarfile
+
+    from backend.training import sweep
+
+    common = ("--batch add=2,kv=2 --micro-batches add,kv --hidden-size 32 --num-layers 1 --num-heads 2 "
+              "--intermediate-size 32 --threads 1 --data-workers 0 --warmup-steps 5 --no-bf16")
+    summary = sweep.main(["--out", str(tmp_path / "w"), "--minutes", "0.1", "--calibrate-seconds", "6",
+                          "--device", "cpu", "--per-task", "1", "--pack", str(tmp_path / "pack"),
+                          "--common", common, "--run", "a=--lr 3e-3"])
+    run = summary["a"]
+    state = json.loads((tmp_path / "w" / "a" / "training_state.json").read_text())
+    assert run["steps"] == state["step"] > 0
+    # Either the calibrated plan (whole hundreds) ran to its end, or the deadline stopped it with a save.
+    assert state["config"]["steps"] % 100 == 0
+    assert state["step"] == state["config"]["steps"] or state["interrupted"]
+    assert set(run["tasks"]) == set(tasks.TASKS) and run["overall"] is not None
+    assert not (tmp_path / "w" / "a.cal").exists()  # calibration leaves no checkpoint behind
+    with tarfile.open(tmp_path / "pack" / "a.tar") as tar:
+        assert {"a/model.safetensors", "a/eval.json", "a/training_state.json"} <= set(tar.getnames())
+    with tarfile.open(tmp_path / "pack" / "logs.tar") as tar:
+        assert {"a.train.log", "a.calibrate.log", "summary.json"} <= set(tar.getnames())
