@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stream:
         sys.stdout.write(out.text)
     sys.stdout.write("\n")
+    if not out.num_output_tokens and not args.verbose:
+        # An empty line alone reads like a broken server; it is the model's answer (e.g. EOS at once).
+        print(f"note: empty generation (finish_reason={out.finish_reason}, 0 output tokens)", file=sys.stderr)
     if args.verbose:
         first = f"{out.first_delta_s:.3f}" if out.first_delta_s is not None else "-"
         print(f"finish_reason={out.finish_reason} input_tokens={out.num_input_tokens} "
