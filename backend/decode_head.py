@@ -40,8 +40,11 @@ def rows_per_chunk(vocab: int, logits_dtype: torch.dtype, sampling: bool, budget
 
 
 def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, budget_bytes: int,
-                    mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Returns (tokens [R], confidences [R], number of chunks)."""
+                    mask_token_id: int | None, sampling: bool | None = None,
+                    any_random: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Returns (tokens [R], confidences [R], number of chunks). `sampling` (some row has temperature
+    > 0) and `any_random` (some row remasks at random) may be given by a caller that knows them on
+    the host, which spares the device reads that would otherwise find out."""
     n = rows.num_rows
     tokens = torch.empty(n, dtype=torch.long, device=hidden.device)
     conf = torch.empty(n, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
@@ -49,14 +52,15 @@ def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, bud
     if n == 0:
         return tokens, conf, 0
     vocab = head.matrix.shape[0]
-    sampling = bool((rows.temperature > 0).any())
+    if sampling is None:
+        sampling = bool((rows.temperature > 0).any())
     chunk = rows_per_chunk(vocab, hidden.dtype, sampling, budget_bytes)
     chunks = 0
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         logits = head(hidden.index_select(0, rows.hidden_index[s:e]))
         t, c = pick_tokens(logits, rows.positions[s:e], rows.temperature[s:e], rows.seed[s:e], rows.step[s:e],
-                           rows.random_remask[s:e], mask_token_id)
+                           rows.random_remask[s:e], mask_token_id, sampling=sampling, any_random=any_random)
         tokens[s:e], conf[s:e] = t, c
         chunks += 1
         del logits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from backend.stop_checker import StopChecker
 from backend.tokenizer import Tokenizer
 
 CPU_KV_BYTES = 256 * MiB
+log = logging.getLogger(__name__)
 
 
 class Engine:
@@ -39,17 +41,19 @@ class Engine:
         pages = KVPool.pages_for_budget(model.config, kv_bytes, self.config.page_size, model.dtype)
         if pages < 1:
             raise ValueError(f"kv_cache_bytes: {kv_bytes} bytes hold no page of {self.config.page_size} slots")
-        self.pool = KVPool(model.config, pages, self.config.page_size, model.dtype, model.device)
+        self.pool = KVPool(model.config, pages, self.config.page_size, model.dtype, model.device,
+                           max_requests=self.config.max_num_seqs)
         self.scheduler = Scheduler(SchedulerConfig(self.config.max_num_batched_tokens, self.config.max_num_seqs,
                                                    self.config.scheduler), self.pool.allocator)
-        self.scheduler.on_free = lambda rid: self.pool.entries.pop(rid, None)
-        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes)
+        self.scheduler.on_free = self.pool.forget
+        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs())
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
         self.requests: dict[str, Request] = {}
         self._pending: list[RequestOutput] = []
         self._ids = itertools.count()
-        self.stats = {"iterations": 0, "forwards": 0, "refresh_rows": 0, "reuse_rows": 0, "committed": 0}
+        self.stats = {"iterations": 0, "forwards": 0, "refresh_rows": 0, "reuse_rows": 0, "committed": 0,
+                      "failed": 0}
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -71,6 +75,15 @@ class Engine:
 
             kv_bytes = kv_budget_after_profiling(model, cfg)
         return cls(model, cfg, tokenizer, defaults, kv_bytes)
+
+    def _graphs(self):
+        """Captured Reuse forwards on CUDA (unless `enforce_eager`); None means every step runs eagerly."""
+        if self.model.device.type != "cuda" or self.config.enforce_eager:
+            return None
+        from backend.cuda_graphs import ReuseGraphs
+
+        graphs = ReuseGraphs.for_engine(self.model, self.pool, self.config)
+        return graphs if graphs.capture() else None
 
     # --- requests -------------------------------------------------------------------------------
     def make_params(self, values: dict | None = None) -> SamplingParams:
@@ -115,32 +128,60 @@ class Engine:
 
     # --- the loop -------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        """One iteration: schedule, run, commit. Nothing a request carries escapes it: a failure in the
+        batched forward is narrowed down to the request(s) that cause it, and a failure in one request's
+        commit, stop check or streaming fails that request alone (with an internal error)."""
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
         if not batch:
             return outputs
-        try:
-            results = self.runner.run(batch)
-        except Exception as e:  # fail the requests of this batch only; the engine stays up
-            for r, _ in batch:
-                self._finish(r, "error", error=f"{type(e).__name__}: {e}")
-                outputs.append(self._output(r, []))
-            return outputs
         self.stats["iterations"] += 1
-        for (r, phase), res in zip(batch, results, strict=True):
-            r.forwards += 1
-            self.stats["forwards"] += 1
-            self.stats["refresh_rows" if phase == Phase.REFRESH else "reuse_rows"] += (
-                r.refresh_cost if phase == Phase.REFRESH else r.reuse_cost)
-            if phase == Phase.REFRESH and self.pool.allocator.holds(r.request_id):
-                r.has_cache = True
-            chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold).tolist()
-            r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen])
-            self.stats["committed"] += len(chosen)
-            out = self._advance(r)
+        for (r, phase), res in self._run_isolated(batch, outputs):
+            try:
+                out = self._apply(r, phase, res)
+            except Exception as e:
+                outputs.append(self._fail(r, "commit", e))
+                continue
             if out is not None:
                 outputs.append(out)
         return outputs
+
+    def _run_isolated(self, batch: list[tuple[Request, Phase]], outputs: list[RequestOutput]) -> list:
+        """(entry, results) for every request that ran. If the batch raises, each request runs alone:
+        only those that still raise fail, and the others get exactly their batched tokens (batch
+        invariance); a Refresh re-run rewrites whatever K/V the failed batch had stored."""
+        try:
+            return list(zip(batch, self.runner.run(batch), strict=True))
+        except Exception as e:
+            if len(batch) == 1:
+                outputs.append(self._fail(batch[0][0], "forward", e))
+                return []
+        done = []
+        for entry in batch:
+            try:
+                done.append((entry, self.runner.run([entry])[0]))
+            except Exception as e:
+                outputs.append(self._fail(entry[0], "forward", e))
+        return done
+
+    def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
+        r.forwards += 1
+        self.stats["forwards"] += 1
+        self.stats["refresh_rows" if phase == Phase.REFRESH else "reuse_rows"] += (
+            r.refresh_cost if phase == Phase.REFRESH else r.reuse_cost)
+        if phase == Phase.REFRESH and self.pool.allocator.holds(r.request_id):
+            r.has_cache = True
+        chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold).tolist()
+        r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen])
+        self.stats["committed"] += len(chosen)
+        return self._advance(r)
+
+    def _fail(self, r: Request, stage: str, e: Exception) -> RequestOutput:
+        log.error("engine: request %s failed in %s: %s: %s", r.request_id, stage, type(e).__name__, e,
+                  exc_info=(type(e), e, e.__traceback__))
+        self.stats["failed"] += 1
+        self._finish(r, "error", error=f"internal error in {stage}: {type(e).__name__}: {e}")
+        return self._output(r, [])
 
     def _advance(self, r: Request) -> RequestOutput | None:
         """Stream what the committed prefix gained; finish on EOS, a stop string or the last block."""

@@ -28,6 +28,8 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.90  # CUDA: fraction of device memory the engine may use in all
     logit_budget_bytes: int = 64 * MiB  # largest logit chunk of the budgeted decode head
     scheduler: str = "fcfs"  # "fcfs" | "static"
+    enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
+    cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
     seed: int = 0  # random weights for preset models
     default_sampling: dict = field(default_factory=dict)  # overrides the checkpoint's generation_config.json
 
@@ -37,6 +39,8 @@ class EngineConfig:
         for name in ("max_num_batched_tokens", "max_num_seqs", "page_size", "logit_budget_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.cuda_graph_max_seqs is not None and self.cuda_graph_max_seqs < 1:
+            raise ValueError(f"cuda_graph_max_seqs: must be >= 1, got {self.cuda_graph_max_seqs}")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
             raise ValueError(f"kv_cache_bytes: must be >= 1, got {self.kv_cache_bytes}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

@@ -1,18 +1,23 @@
 """Paged K/V storage with head-centric bookkeeping.
 
-Storage per layer is `[num_pages * page_size, kv_heads, head_dim]` for K and for V. A request owns
-pages (the same page ids in every layer); its slot s lives at row `pages[s // page_size] *
-page_size + s % page_size`. The logical side is kept per (request, layer, KV head): slot j of head h
-holds head h's j-th kept position. Dense caching keeps every position in every head (one shared
-index, broadcast); sparse retention (a later step) gives each head its own positions while the
-physical layout stays the same, so attention reads slots without knowing positions (rotary is
-already applied to cached keys).
+Physical side: per layer, K and V are `[num_pages * page_size, head_dim]`; a page holds `page_size`
+slots of one KV head of one request (pages are the same in every layer). Logical side, per
+(request, KV head): a page list, a slot count and, per layer, which position each slot holds. Dense
+caching keeps every cacheable position in every head; sparse retention gives each head its own
+positions and count while the physical layout stays the same, so attention reads slots without
+knowing positions (rotary is already applied to cached keys).
+
+The device-side slot tables that the paged attention kernel reads (`block_tables [R, Hkv, P]`,
+`slot_counts [R, Hkv]`) live here, one row per request holding a cache, so a step only names each
+request's row instead of shipping its page list. Rows are (re)written when a request's cache is
+(re)built, as part of the step's one host-to-device copy (see `backend/step_inputs.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from backend.config import ModelConfig
@@ -21,56 +26,95 @@ from backend.page_allocator import PageAllocator
 
 @dataclass
 class CacheEntry:
-    pages: list[int]
-    rows: torch.Tensor  # [num_slots] flat storage rows of this request's slots, on the pool device
-    positions: torch.Tensor  # [num_layers, kv_heads, num_slots] logical position per slot (may be a view)
+    pages: list[int]  # heads x pages_per_head page ids; head h owns pages[h * pages_per_head:][:pages_per_head]
+    table_row: int  # this request's row of block_tables / slot_counts
+    counts: list[int]  # slots held per KV head
+    positions: torch.Tensor  # [num_layers, kv_heads, max(counts)] logical position per slot (may be a view)
 
     @property
     def num_slots(self) -> int:
-        return int(self.rows.numel())
+        return max(self.counts, default=0)
 
 
 class KVPool:
-    def __init__(self, cfg: ModelConfig, num_pages: int, page_size: int, dtype: torch.dtype, device):
+    def __init__(self, cfg: ModelConfig, num_pages: int, page_size: int, dtype: torch.dtype, device,
+                 max_requests: int = 64):
         self.cfg = cfg
-        self.allocator = PageAllocator(num_pages, page_size)
+        self.heads = cfg.num_kv_heads
+        self.allocator = PageAllocator(num_pages, page_size, self.heads)
         self.page_size = page_size
         self.dtype = dtype
         self.device = torch.device(device)
-        shape = (num_pages * page_size, cfg.num_kv_heads, cfg.head_dim)
+        shape = (num_pages * page_size, cfg.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
+        self.max_pages_per_head = -(-cfg.max_sequence_length // page_size)
+        self.block_tables = torch.zeros(max_requests, self.heads, self.max_pages_per_head, dtype=torch.int32,
+                                        device=self.device)
+        self.slot_counts = torch.zeros(max_requests, self.heads, dtype=torch.int32, device=self.device)
+        self._free_rows = list(range(max_requests - 1, -1, -1))
+        self._rows: dict[str, int] = {}
         self.entries: dict[str, CacheEntry] = {}
 
     @staticmethod
     def pages_for_budget(cfg: ModelConfig, budget_bytes: int, page_size: int, dtype: torch.dtype) -> int:
-        per_slot = cfg.kv_bytes_per_token(torch.empty(0, dtype=dtype).element_size())
-        return max(0, int(budget_bytes) // (per_slot * page_size))
+        """Pages (of one KV head each) that fit the budget."""
+        per_head_slot = cfg.kv_bytes_per_token(torch.empty(0, dtype=dtype).element_size()) // cfg.num_kv_heads
+        return max(0, int(budget_bytes) // (per_head_slot * page_size))
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
-    def assign(self, request_id: str, positions: list[int]) -> CacheEntry:
+    def bytes_held(self, request_id: str) -> int:
+        """K/V bytes of the pages a request holds (what admission counts)."""
+        return len(self.allocator.owned.get(request_id, [])) * self.nbytes // self.allocator.num_pages
+
+    # --- logical side -------------------------------------------------------------------------
+    def assign(self, request_id: str, positions: list[int]) -> tuple[CacheEntry, np.ndarray]:
         """(Re)build the dense index of a request: every layer and head keeps `positions`, in order.
-        Pages must already be allocated for at least len(positions) slots."""
+        Pages must already be allocated for at least len(positions) slots per head. Returns the entry
+        and the pool rows `[len(positions), heads]` where the slots live (where to store the K/V);
+        the caller writes `table_update(entry)` to the device with its step's inputs."""
         pages = self.allocator.owned[request_id]
         n = len(positions)
-        page_t = torch.tensor(pages, dtype=torch.long)
-        slot = torch.arange(n)
-        rows = (page_t[slot // self.page_size] * self.page_size + slot % self.page_size).to(self.device)
-        pos = torch.tensor(positions, dtype=torch.long, device=self.device)
-        entry = CacheEntry(pages, rows, pos.expand(self.cfg.num_layers, self.cfg.num_kv_heads, n))
+        per_head = len(pages) // self.heads
+        if per_head * self.page_size < n:
+            raise RuntimeError(f"kv pool: {request_id} holds {per_head} pages per head for {n} slots")
+        row = self._rows.get(request_id)
+        if row is None:
+            if not self._free_rows:
+                raise RuntimeError("kv pool: more requests hold a cache than max_num_seqs allows")
+            row = self._rows[request_id] = self._free_rows.pop()
+        pos = torch.tensor(positions, dtype=torch.long)
+        entry = CacheEntry(pages, row, [n] * self.heads, pos.expand(self.cfg.num_layers, self.heads, n))
         self.entries[request_id] = entry
-        return entry
+        table = np.asarray(pages, dtype=np.int64).reshape(self.heads, per_head)
+        slot = np.arange(n)
+        rows = table[:, slot // self.page_size] * self.page_size + slot % self.page_size  # [heads, n]
+        return entry, rows.T
+
+    def table_update(self, entry: CacheEntry) -> tuple[np.ndarray, np.ndarray]:
+        """Host values of the entry's device rows: (page table [heads, max_pages_per_head], counts [heads])."""
+        per_head = len(entry.pages) // self.heads
+        table = np.zeros((self.heads, self.max_pages_per_head), dtype=np.int32)
+        table[:, :per_head] = np.asarray(entry.pages, dtype=np.int32).reshape(self.heads, per_head)
+        return table, np.asarray(entry.counts, dtype=np.int32)
+
+    def forget(self, request_id: str) -> None:
+        """Drop a request's index and table row (its pages are freed by the allocator's owner)."""
+        self.entries.pop(request_id, None)
+        row = self._rows.pop(request_id, None)
+        if row is not None:
+            self._free_rows.append(row)
 
     def release(self, request_id: str) -> int:
-        self.entries.pop(request_id, None)
+        self.forget(request_id)
         return self.allocator.free(request_id)
 
-    def store(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        self.k[layer].index_copy_(0, rows, k.to(self.dtype))
-        self.v[layer].index_copy_(0, rows, v.to(self.dtype))
-
-    def gather(self, layer: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k[layer].index_select(0, rows), self.v[layer].index_select(0, rows)
+    # --- physical side ------------------------------------------------------------------------
+    def store(self, layer: int, dest: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """One indexed write per tensor: `dest [S * heads]` pool rows for `k`/`v [S, heads, D]`."""
+        d = self.cfg.head_dim
+        self.k[layer].index_copy_(0, dest, k.reshape(-1, d).to(self.dtype))
+        self.v[layer].index_copy_(0, dest, v.reshape(-1, d).to(self.dtype))

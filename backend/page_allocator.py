@@ -1,5 +1,10 @@
 """Page bookkeeping for the K/V pool: which request owns which pages (no tensors, so the scheduler
-can ask "does this fit?" without touching device memory)."""
+can ask "does this fit?" without touching device memory).
+
+A page holds `page_size` slots of ONE KV head (the head-centric layout: each head of a request has
+its own pages, so heads may keep different positions and counts). A request caching `slots`
+positions per head therefore needs `heads * ceil(slots / page_size)` pages; head h owns the h-th
+equal share of the request's page list."""
 
 from __future__ import annotations
 
@@ -9,16 +14,18 @@ class OutOfPages(RuntimeError):
 
 
 class PageAllocator:
-    def __init__(self, num_pages: int, page_size: int):
-        if num_pages < 1 or page_size < 1:
+    def __init__(self, num_pages: int, page_size: int, heads: int = 1):
+        if num_pages < 1 or page_size < 1 or heads < 1:
             raise ValueError(f"kv pool: needs at least one page of at least one slot (got {num_pages} x {page_size})")
         self.num_pages = num_pages
         self.page_size = page_size
+        self.heads = heads
         self._free = list(range(num_pages - 1, -1, -1))  # pop() hands out low page ids first
         self.owned: dict[str, list[int]] = {}
 
     def pages_for(self, slots: int) -> int:
-        return -(-slots // self.page_size)
+        """Pages for `slots` cached positions in every head."""
+        return self.heads * -(-slots // self.page_size)
 
     @property
     def num_free(self) -> int:
@@ -32,7 +39,7 @@ class PageAllocator:
         return self.pages_for(slots) <= len(self._free)
 
     def allocate(self, owner: str, slots: int) -> list[int]:
-        """Give `owner` pages for `slots` slots (replacing what it held)."""
+        """Give `owner` pages for `slots` slots per head (replacing what it held)."""
         self.free(owner)
         n = self.pages_for(slots)
         if n > len(self._free):

@@ -1,21 +1,28 @@
-"""The model runner: turns a scheduled batch into one packed forward and per-row (token, confidence).
+"""The model runner: a scheduled batch in, per-row (token, confidence) out, in three moves.
 
-It decides nothing: which requests run and in which phase comes from the scheduler; which rows get
-committed is the denoiser's job. Refresh rows attend to their own sequence and store the K/V of
-every position outside the block into the pool; Reuse rows attend to the pool plus their own block.
+- `prepare` (host): packs the batch (Refresh requests first, no padding), asks the pool where each
+  Refresh's K/V go, and sends every index the step needs to the device in one copy (`StepInputs`);
+- `forward`: one packed forward; a pure-Reuse step replays a captured CUDA graph when one fits;
+- `decode`: the budgeted head on the masked rows of each block, one device-to-host copy at the end.
+
+It decides nothing: which requests run and in which phase comes from the scheduler; which positions
+a request caches comes from the request (its dense cache: every position outside its recomputed
+rows) and where they live from the pool; which rows get committed is the denoiser's job.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from backend.decode_head import DecodeRows, budgeted_decode
 from backend.kv_pool import KVPool
-from backend.models import AttentionContext, DiffusionLM, PackedBatch, varlen_attention
-from backend.models.attention import cumulative
+from backend.models import DiffusionLM, PackedBatch
+from backend.pool_attention import PoolAttention
 from backend.sequence import Phase, Request
+from backend.step_inputs import HostStager, StepInputs
 
 
 @dataclass
@@ -27,102 +34,124 @@ class RowResults:
     confidence: torch.Tensor  # [n] on the CPU
 
 
-class PoolAttention(AttentionContext):
-    """Per layer: store Refresh K/V into the pool, read Reuse K/V from it. All indices are built once
-    per step, so the per-layer work is a few whole-batch tensor ops (no per-request Python)."""
-
-    def __init__(self, pool: KVPool | None, store_src, store_rows, gather_rows, key_index, seqlens_k):
-        self.pool = pool
-        self.store_src, self.store_rows = store_src, store_rows
-        self.gather_rows, self.key_index, self.seqlens_k = gather_rows, key_index, seqlens_k
-
-    def attend(self, layer, q, k, v, batch: PackedBatch):
-        if self.store_rows is not None:
-            src = self.store_src
-            self.pool.store(layer, self.store_rows, k.index_select(0, src), v.index_select(0, src))
-        if self.gather_rows is None:
-            return super().attend(layer, q, k, v, batch)
-        kc, vc = self.pool.gather(layer, self.gather_rows)
-        k_all = torch.cat([k, kc]).index_select(0, self.key_index)
-        v_all = torch.cat([v, vc]).index_select(0, self.key_index)
-        return varlen_attention(q, k_all, v_all, batch.seqlens, self.seqlens_k)
-
-
 class ModelRunner:
-    def __init__(self, model: DiffusionLM, pool: KVPool | None, logit_budget_bytes: int):
+    def __init__(self, model: DiffusionLM, pool: KVPool | None, logit_budget_bytes: int, graphs=None):
         self.model = model
         self.pool = pool
         self.logit_budget_bytes = logit_budget_bytes
         self.device = model.device
+        self.stager = HostStager(self.device)
+        self.graphs = graphs  # backend.cuda_graphs.ReuseGraphs, or None (eager)
         self.last_chunks = 0
+        self.last_graphed = False
 
     @torch.inference_mode()
     def run(self, batch: list[tuple[Request, Phase]]) -> list[RowResults]:
+        inputs = self.prepare(batch)
+        return self.decode(inputs, self.forward(inputs))
+
+    # --- prepare ------------------------------------------------------------------------------
+    def prepare(self, batch: list[tuple[Request, Phase]]) -> StepInputs:
+        order = [i for i, (_, ph) in enumerate(batch) if ph == Phase.REFRESH]
+        num_refresh = len(order)
+        order += [i for i, (_, ph) in enumerate(batch) if ph != Phase.REFRESH]
         ids, positions, seqlens = [], [], []
-        store_src, store_rows, gather_rows, key_index, seqlens_k = [], [], [], [], []
+        store_src, store_dst, updates = [], [], []
+        reuse_rows, reuse_table = [], []
         dec_hidden, dec_pos, dec_req = [], [], []
-        offset = 0  # packed row offset of the current request
-        n_fresh = sum((r.seq_len if ph == Phase.REFRESH else r.reuse_cost) for r, ph in batch)
-        gathered = 0
-        for i, (r, phase) in enumerate(batch):
-            lo, hi = (0, r.seq_len) if phase == Phase.REFRESH else r.computed_range
-            rows = list(range(lo, hi))
-            ids += r.tokens[lo:hi]
-            positions += rows
+        offset = 0
+        for j, i in enumerate(order):
+            r, phase = batch[i]
+            refresh = phase == Phase.REFRESH
+            lo, hi = (0, r.seq_len) if refresh else r.computed_range
+            ids.append(np.asarray(r.tokens[lo:hi], dtype=np.int64))
+            positions.append(np.arange(lo, hi, dtype=np.int64))
             seqlens.append(hi - lo)
-            if phase == Phase.REFRESH:
-                key_index += range(offset, offset + hi - lo)
-                seqlens_k.append(hi - lo)
+            if refresh:
                 if self.pool is not None and self.pool.allocator.holds(r.request_id):
-                    # Dense cache: every position outside the rows a Reuse step recomputes.
-                    blo, bhi = r.computed_range
-                    kept = [p for p in rows if not blo <= p < bhi]
-                    entry = self.pool.assign(r.request_id, kept)
-                    store_src += [offset + p for p in kept]
-                    store_rows.append(entry.rows)
+                    blo, bhi = r.computed_range  # dense cache: every position outside the recomputed rows
+                    kept = [p for p in range(r.seq_len) if not blo <= p < bhi]
+                    entry, dst = self.pool.assign(r.request_id, kept)
+                    store_src.append(offset + np.asarray(kept, dtype=np.int64))
+                    store_dst.append(dst.reshape(-1))
+                    updates.append((entry.table_row, *self.pool.table_update(entry)))
             else:
-                entry = self.pool.entries[r.request_id]
-                key_index += range(offset, offset + hi - lo)
-                key_index += range(n_fresh + gathered, n_fresh + gathered + entry.num_slots)
-                gather_rows.append(entry.rows)
-                gathered += entry.num_slots
-                seqlens_k.append(hi - lo + entry.num_slots)
-            for p in r.masked_positions():
-                dec_hidden.append(offset + max(p - r.logit_shift, 0) - lo)
-                dec_pos.append(p)
-                dec_req.append(i)
+                reuse_rows.append(hi - lo)
+                reuse_table.append(self.pool.entries[r.request_id].table_row)
+            masked = r.masked_positions()
+            dec_hidden += [offset + max(p - r.logit_shift, 0) - lo for p in masked]
+            dec_pos += masked
+            dec_req += [j] * len(masked)
             offset += hi - lo
-
-        dev = self.device
-        long = {"dtype": torch.long, "device": dev}
-        ctx = PoolAttention(
-            self.pool,
-            torch.tensor(store_src, **long) if store_src else None,
-            torch.cat(store_rows) if store_rows else None,
-            torch.cat(gather_rows) if gather_rows else None,
-            torch.tensor(key_index, **long),
-            seqlens_k,
+        refresh_rows = sum(seqlens[:num_refresh])
+        reqs = [batch[order[j]][0] for j in dec_req]
+        temps = [r.params.temperature for r in reqs]
+        randoms = [r.params.remasking == "random" for r in reqs]
+        arrays = {
+            "ids": np.concatenate(ids), "positions": np.concatenate(positions),
+            "cu": np.cumsum([0, *seqlens], dtype=np.int32),
+            "dec_hidden": np.asarray(dec_hidden, dtype=np.int64), "dec_pos": np.asarray(dec_pos, dtype=np.int64),
+            "dec_temp": np.asarray(temps, dtype=np.float64),
+            "dec_seed": np.asarray([r.params.seed for r in reqs], dtype=np.int64),
+            "dec_step": np.asarray([r.global_step for r in reqs], dtype=np.int64),
+            "dec_random": np.asarray(randoms, dtype=np.bool_),
+        }
+        if reuse_rows:
+            arrays["reuse_cu"] = np.cumsum([0, *reuse_rows], dtype=np.int32)
+            arrays["reuse_table"] = np.asarray(reuse_table, dtype=np.int32)
+        if store_src:
+            arrays["store_src"] = np.concatenate(store_src)
+            arrays["store_dst"] = np.concatenate(store_dst)
+            arrays["table_rows"] = np.asarray([u[0] for u in updates], dtype=np.int64)
+            arrays["tables"] = np.stack([u[1] for u in updates])
+            arrays["counts"] = np.stack([u[2] for u in updates])
+        t = self.stager.send(arrays)
+        per_req = np.bincount(np.asarray(dec_req, dtype=np.int64), minlength=len(order))
+        ends = np.cumsum(per_req)
+        bounds = [(int(e - c), int(e)) for c, e in zip(per_req, ends, strict=True)]
+        return StepInputs(
+            order=order, input_ids=t["ids"], packed=PackedBatch(t["positions"], seqlens, t["cu"]),
+            num_refresh=num_refresh, refresh_rows=refresh_rows, refresh_seqlens=seqlens[:num_refresh],
+            reuse_cu=t.get("reuse_cu"), reuse_table_row=t.get("reuse_table"), max_reuse_rows=max(reuse_rows, default=0),
+            store_src=t.get("store_src"), store_dst=t.get("store_dst"), table_rows=t.get("table_rows"),
+            tables=t.get("tables"), counts=t.get("counts"),
+            decode=DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"],
+                              t["dec_random"]),
+            sampling=any(x > 0 for x in temps), any_random=any(randoms), dec_bounds=bounds, dec_positions=dec_pos,
         )
-        packed = PackedBatch(torch.tensor(positions, **long), seqlens, cumulative(seqlens, dev))
-        hidden = self.model(torch.tensor(ids, **long), packed, ctx)
 
-        reqs = [batch[j][0] for j in dec_req]
-        rows = DecodeRows(
-            hidden_index=torch.tensor(dec_hidden, **long),
-            positions=torch.tensor(dec_pos, **long),
-            temperature=torch.tensor([r.params.temperature for r in reqs], dtype=torch.float64, device=dev),
-            seed=torch.tensor([r.params.seed for r in reqs], **long),
-            step=torch.tensor([r.global_step for r in reqs], **long),
-            random_remask=torch.tensor([r.params.remasking == "random" for r in reqs], dtype=torch.bool, device=dev),
-        )
-        tokens, conf, self.last_chunks = budgeted_decode(hidden, self.model.lm_head, rows, self.logit_budget_bytes,
-                                                         self.model.config.mask_token_id)
-        tokens, conf = tokens.cpu().tolist(), conf.cpu()
-        results = [RowResults([], [], conf[:0]) for _ in batch]
-        bounds = {}
-        for j, i in enumerate(dec_req):
-            bounds.setdefault(i, [j, j])[1] = j + 1
-        for i, (s, e) in bounds.items():
-            results[i] = RowResults(dec_pos[s:e], tokens[s:e], conf[s:e])
+    # --- forward ------------------------------------------------------------------------------
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
+        pool = self.pool
+        if inputs.table_rows is not None:
+            pool.block_tables[inputs.table_rows] = inputs.tables
+            pool.slot_counts[inputs.table_rows] = inputs.counts
+        self.last_graphed = self.graphs is not None and self.graphs.fits(inputs)
+        if self.last_graphed:
+            return self.graphs.replay(inputs)
+        nr = inputs.num_refresh
+        ctx = PoolAttention(pool, inputs.refresh_rows, inputs.refresh_seqlens, inputs.packed.cu_seqlens[:nr + 1],
+                            inputs.reuse_cu, inputs.reuse_table_row, inputs.max_reuse_rows, inputs.store_src,
+                            inputs.store_dst)
+        return self.model(inputs.input_ids, inputs.packed, ctx)
+
+    # --- decode -------------------------------------------------------------------------------
+    def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:
+        tokens, conf, self.last_chunks = budgeted_decode(
+            hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, self.model.config.mask_token_id,
+            sampling=inputs.sampling, any_random=inputs.any_random)
+        tokens, conf = _to_host(tokens, conf)
+        results: list[RowResults | None] = [None] * len(inputs.order)
+        pos = inputs.dec_positions
+        for j, (s, e) in enumerate(inputs.dec_bounds):
+            results[inputs.order[j]] = RowResults(pos[s:e], tokens[s:e], conf[s:e])
         return results
 
+
+def _to_host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """The step's one device-to-host copy (both arrays in one buffer), which also waits for the step."""
+    if tokens.device.type == "cpu":
+        return tokens.tolist(), conf
+    both = torch.cat([tokens.to(torch.float64), conf.to(torch.float64)]).cpu()
+    n = tokens.numel()
+    return both[:n].long().tolist(), both[n:].to(conf.dtype)

@@ -52,7 +52,8 @@ def uniform(seed, stream: int, step, positions: torch.Tensor, width: int, col_st
 
 
 def pick_tokens(logits: torch.Tensor, positions: torch.Tensor, temperature, seed, step,
-                remasking="low_confidence", mask_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                remasking="low_confidence", mask_token_id: int | None = None, sampling: bool | None = None,
+                any_random: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the chosen token and the confidence used to rank rows for committing.
 
     `logits` are [rows, vocab] for the rows at `positions`. `temperature`, `seed` and `step` are
@@ -62,15 +63,17 @@ def pick_tokens(logits: torch.Tensor, positions: torch.Tensor, temperature, seed
     confidence is the softmax probability of the chosen token under the un-noised logits
     (low_confidence) or a uniform draw (random). Rows are independent, so any chunking of rows
     gives the same result. The mask token is never chosen (a committed [MASK] would leave the
-    position masked forever).
+    position masked forever). `sampling` / `any_random`, when given, say whether any row samples /
+    remasks at random (a host-side fact that spares a device read; a superset is fine, since greedy
+    rows and non-random rows are unaffected by the noise paths).
     """
     rows, vocab = logits.shape
     dev = logits.device
     work = logits.to(torch.float64) if logits.dtype == torch.float64 else logits.float()
     if mask_token_id is not None:
-        work = work.index_fill(-1, torch.tensor([mask_token_id], device=dev), float("-inf"))
+        work = work.index_fill(-1, torch.full((1,), mask_token_id, device=dev), float("-inf"))
     temp = torch.as_tensor(temperature, dtype=torch.float64, device=dev).expand(rows)
-    if bool((temp > 0).any()):
+    if bool((temp > 0).any()) if sampling is None else sampling:
         u = uniform(seed, STREAM_GUMBEL, step, positions, vocab)
         tokens = (work.to(torch.float64) - temp.unsqueeze(1) * torch.log(-torch.log(u))).argmax(-1)
     else:
@@ -79,7 +82,7 @@ def pick_tokens(logits: torch.Tensor, positions: torch.Tensor, temperature, seed
     conf = torch.exp(chosen - torch.logsumexp(work, dim=-1))
     random_rows = (torch.full((rows,), remasking == "random", device=dev) if isinstance(remasking, str)
                    else remasking.to(dev))
-    if bool(random_rows.any()):
+    if bool(random_rows.any()) if any_random is None else any_random:
         draw = uniform(seed, STREAM_REMASK, step, positions, 1).squeeze(1).to(conf.dtype)
         conf = torch.where(random_rows, draw, conf)
     return tokens, conf

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from backend.models import random_model
+# Triton kernels run under the interpreter on CPU tensors, unless a GPU run asks for the real thing
+# (benchmarks/gpu_check.sh). Must be set before anything imports a kernel module.
+if os.environ.get("DLLM_KERNELS_ON_GPU") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from backend.models import random_model  # noqa: E402
 
 torch.set_num_threads(2)
 

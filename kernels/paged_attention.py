@@ -1,0 +1,174 @@
+"""Bidirectional attention of each request's query rows to its own fresh K/V plus its cached K/V,
+read straight from a paged pool through a per-(request, KV head) slot table: no gather copy, no cat.
+
+Layout (one layer):
+- `q [T, Hq, D]`, `k`/`v [T, Hkv, D]`: this step's rows, request b's at `cu[b]:cu[b+1]`; its queries
+  attend to all of its own fresh rows (bidirectional).
+- `k_cache`/`v_cache [num_pages * page_size, D]`: every page belongs to one (request, KV head).
+- `table_row [B]`: request b's row in `block_tables`/`slot_counts`, or -1 when it has no cache.
+- `block_tables [R, Hkv, P]`: page ids of (row, head); slot s lives at row
+  `block_tables[r, h, s // page_size] * page_size + s % page_size` of the cache.
+- `slot_counts [R, Hkv]`: how many slots (r, h) holds. Heads may hold different counts and positions
+  (head-centric sparse retention); rotary is already applied to cached keys, so positions are not needed.
+
+`paged_attention_reference` is the PyTorch definition (one SDPA per request, the CPU path and the
+oracle of the tests); `paged_attention` runs the Triton kernel on CUDA (or under TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU installs without triton use the reference
+    triton = None
+
+
+def _cache_rows(block_tables: torch.Tensor, row: int, head: int, count: int, page_size: int) -> torch.Tensor:
+    slots = torch.arange(count, device=block_tables.device)
+    return block_tables[row, head, slots // page_size].long() * page_size + slots % page_size
+
+
+def paged_attention_reference(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
+                              sm_scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Per request: keys are its fresh rows followed by its cached slots, in slot order. Equal slot
+    counts over heads give one plain SDPA call (the dense engine's exact computation); differing
+    counts pad the shorter heads and mask the padding."""
+    hq, hkv, d = q.shape[1], k.shape[1], q.shape[2]
+    out = torch.empty_like(q) if out is None else out
+    bounds = cu.tolist()
+    rows_of = table_row.tolist()
+    for b, r in enumerate(rows_of):
+        lo, hi = bounds[b], bounds[b + 1]
+        if hi == lo:
+            continue
+        kf, vf = k[lo:hi], v[lo:hi]
+        counts = slot_counts[r].tolist() if r >= 0 else [0] * hkv
+        n = max(counts)
+        kc = k_cache.new_zeros(n, hkv, d)
+        vc = v_cache.new_zeros(n, hkv, d)
+        for h, c in enumerate(counts):
+            if c:
+                idx = _cache_rows(block_tables, r, h, c, page_size)
+                kc[:c, h], vc[:c, h] = k_cache[idx], v_cache[idx]
+        ki = torch.cat([kf, kc]).transpose(0, 1).unsqueeze(0)
+        vi = torch.cat([vf, vc]).transpose(0, 1).unsqueeze(0)
+        qi = q[lo:hi].transpose(0, 1).unsqueeze(0)
+        mask = None
+        if min(counts) != n:
+            keep = torch.arange(n, device=q.device)[None, :] < torch.tensor(counts, device=q.device)[:, None]
+            keep = torch.cat([keep.new_ones(hkv, hi - lo), keep], dim=1).repeat_interleave(hq // hkv, 0)
+            mask = keep[None, :, None, :]  # [1, Hq, 1, keys]
+        oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=sm_scale, enable_gqa=hq != hkv)
+        out[lo:hi] = oi.squeeze(0).transpose(0, 1)
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _online_softmax_step(q, kt, v, valid, m_i, l_i, acc, qk_scale, PRECISION: tl.constexpr):
+        qk = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        qk = tl.where(valid[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        return m_new, l_i, acc
+
+    @triton.jit
+    def _paged_attention_kernel(
+        Q, K, V, KC, VC, O, CU, TROW, TABLES, COUNTS,
+        qk_scale, group,
+        s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_ct, s_ot, s_oh, s_tr, s_th, s_cr,
+        PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        hq = tl.program_id(1)
+        q_lo = tl.load(CU + b)
+        q_hi = tl.load(CU + b + 1)
+        m0 = q_lo + tl.program_id(2) * BLOCK_M
+        if m0 < q_hi:
+            hk = hq // group
+            offs_m = m0 + tl.arange(0, BLOCK_M)
+            offs_d = tl.arange(0, BLOCK_D)
+            d_ok = offs_d < HEAD_DIM
+            q = tl.load(Q + offs_m[:, None] * s_qt + hq * s_qh + offs_d[None, :],
+                        mask=(offs_m < q_hi)[:, None] & d_ok[None, :], other=0.0)
+            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            # (a) the request's own fresh rows: every query sees at least one key, so m_i is finite after.
+            for n0 in range(q_lo, q_hi, BLOCK_N):
+                offs_n = n0 + tl.arange(0, BLOCK_N)
+                ok = offs_n < q_hi
+                kt = tl.load(K + offs_n[None, :] * s_kt + hk * s_kh + offs_d[:, None],
+                             mask=ok[None, :] & d_ok[:, None], other=0.0)
+                v = tl.load(V + offs_n[:, None] * s_vt + hk * s_vh + offs_d[None, :],
+                            mask=ok[:, None] & d_ok[None, :], other=0.0)
+                m_i, l_i, acc = _online_softmax_step(q, kt, v, ok, m_i, l_i, acc, qk_scale, PRECISION)
+            # (b) its cached slots of this KV head, page by page through the slot table.
+            r = tl.load(TROW + b)
+            if r >= 0:
+                count = tl.load(COUNTS + r * s_cr + hk)
+                for n0 in range(0, count, BLOCK_N):
+                    slots = n0 + tl.arange(0, BLOCK_N)
+                    ok = slots < count
+                    page = tl.load(TABLES + r * s_tr + hk * s_th + slots // PAGE, mask=ok, other=0)
+                    rows = page.to(tl.int64) * PAGE + slots % PAGE
+                    kt = tl.load(KC + rows[None, :] * s_ct + offs_d[:, None], mask=ok[None, :] & d_ok[:, None],
+                                 other=0.0)
+                    v = tl.load(VC + rows[:, None] * s_ct + offs_d[None, :], mask=ok[:, None] & d_ok[None, :],
+                                other=0.0)
+                    m_i, l_i, acc = _online_softmax_step(q, kt, v, ok, m_i, l_i, acc, qk_scale, PRECISION)
+            out = acc / l_i[:, None]
+            tl.store(O + offs_m[:, None] * s_ot + hq * s_oh + offs_d[None, :], out.to(O.dtype.element_ty),
+                     mask=(offs_m < q_hi)[:, None] & d_ok[None, :])
+
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the engine should run the Triton kernel (CUDA) rather than the reference (everything else;
+    tests call `paged_attention` directly under TRITON_INTERPRET=1 on the CPU)."""
+    return triton is not None and device.type == "cuda" and dtype in KERNEL_DTYPES
+
+
+def block_m_for(max_q_rows: int) -> int:
+    return 16 if max_q_rows <= 16 else 32 if max_q_rows <= 32 else 64
+
+
+def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
+                    max_q_rows: int, sm_scale: float | None = None, out: torch.Tensor | None = None,
+                    block_m: int | None = None) -> torch.Tensor:
+    """The Triton kernel (same contract as `paged_attention_reference`). `max_q_rows` bounds every
+    request's query rows: it sets the grid, so it must be known on the host (no device read)."""
+    t, hq, d = q.shape
+    hkv = k.shape[1]
+    out = torch.empty_like(q) if out is None else out
+    num_seqs = cu.numel() - 1
+    if t == 0 or num_seqs == 0:
+        return out
+    scale = (1.0 / math.sqrt(d)) if sm_scale is None else sm_scale
+    bm = block_m or block_m_for(max_q_rows)
+    grid = (num_seqs, hq, triton.cdiv(max(max_q_rows, 1), bm))
+    for x in (q, k, v, out):
+        assert x.stride(-1) == 1, "the head dimension must be contiguous"
+    _paged_attention_kernel[grid](
+        q, k, v, k_cache, v_cache, out, cu, table_row, block_tables, slot_counts,
+        scale * 1.4426950408889634, hq // hkv,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_cache.stride(0),
+        out.stride(0), out.stride(1), block_tables.stride(0), block_tables.stride(1), slot_counts.stride(0),
+        PAGE=page_size, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_M=bm, BLOCK_N=64,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=2,
+    )
+    return out
