@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from backend.serving.tritonserver import DEFAULT_MODEL_REPOSITORY, layout, server_command, server_env
+from backend.serving.tritonserver import DEFAULT_MODEL_REPOSITORY, join_log, layout, server_command, server_env, start
 
 
 def wait_ready(http_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -46,8 +46,7 @@ class LocalServer:
         cmd = server_command(files, self.model_repository, http, grpc, metrics, exit_timeout_secs=10)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(cmd, env={**server_env(files), **self.env}, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = start(cmd, {**server_env(files), **self.env}, self._log)
         try:
             wait_ready(f"localhost:{http}", self.ready_timeout, self.proc)
         except Exception:
@@ -63,4 +62,6 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            join_log(self.proc)
         self._log.close()

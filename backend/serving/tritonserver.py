@@ -11,7 +11,9 @@ Everything learned about making that binary work from a virtual environment live
 - the stub embeds the system libpython and only sees the venv's packages (torch, this project) when
   the venv's `bin/` comes first on `PATH` at server start;
 - Perf Analyzer (from `tritonclient[all]`) wants `libb64.so.0d` and `libcudart.so.12`: the wheel's
-  libraries hold both under hashed names, so `<venv>/triton/lib/` gets links with the plain names.
+  libraries hold both under hashed names, so `<venv>/triton/lib/` gets links with the plain names, and
+  `<venv>/bin/perf_analyzer` becomes a script that puts them on `LD_LIBRARY_PATH` and runs the real
+  binary, moved to `<venv>/triton/bin/`.
 
     python -m backend.serving.tritonserver layout      # lay out, print the paths
     python -m backend.serving.tritonserver serve [--http-port 8000 ...] [-- more tritonserver args]
@@ -20,10 +22,14 @@ Everything learned about making that binary work from a virtual environment live
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +41,15 @@ DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 # Each Python-backend stub maps its shared memory region here; Docker's default 64 MiB is too small
 # for many concurrent streams.
 MIN_SHM_BYTES = 256 << 20
+# Without a usable CUDA driver, tritonserver's GPU metrics (NVML, DCGM) and its pinned host-memory pool
+# (allocated through CUDA) fail at start-up and log errors; these options turn them off.
+CPU_ONLY_ARGS = ("--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0")
+# What 2.51 logs as an error on every machine where it cannot dlopen `libcuda.so`, whatever the options:
+# its core creates a CUDA block manager (growable memory for implicit sequence state, which this model
+# does not use) unconditionally. `start` leaves the line out and says so once.
+DRIVERLESS_NOISE = '"CudaDriverHelper has not been initialized."'
+DRIVERLESS_NOTE = ("dllm-serve: no CUDA driver library, so tritonserver's CUDA block manager is off (unused here); "
+                   "its start-up error about that is left out of this log\n")
 
 
 class ServerNotInstalled(RuntimeError):
@@ -89,8 +104,36 @@ def layout(dest: Path | None = None) -> ServerFiles:
         hashed = sorted(libs.glob(f"{prefix}*"))
         if hashed:
             _link(hashed[0], lib_dir / plain)
-    return ServerFiles(binary=server / "bin" / "tritonserver", backend_dir=dest / "backends",
-                       lib_dirs=(libs, lib_dir), venv_bin=Path(sys.executable).parent)
+    files = ServerFiles(binary=server / "bin" / "tritonserver", backend_dir=dest / "backends",
+                        lib_dirs=(libs, lib_dir), venv_bin=Path(sys.executable).parent)
+    if dest == Path(sys.prefix) / "triton":
+        wrap_perf_analyzer(files, dest / "bin")
+    return files
+
+
+def wrap_perf_analyzer(files: ServerFiles, real_dir: Path) -> Path | None:
+    """Make `<venv>/bin/perf_analyzer` work as it is: the executable tritonclient installs there moves to
+    `real_dir`, and a script that sets `LD_LIBRARY_PATH` takes its place (again after a reinstall)."""
+    entry, real = files.venv_bin / "perf_analyzer", real_dir / "perf_analyzer"
+    try:
+        with open(entry, "rb") as f:
+            if f.read(4) == b"\x7fELF":  # pip's copy: (re)installed since the last layout
+                real_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(entry, real)
+    except FileNotFoundError:  # not installed, or another layout() moved it just now
+        pass
+    if not real.is_file():
+        return None
+    libs = ":".join(str(p) for p in files.lib_dirs)
+    script = ("#!/bin/sh\n# Written by backend/serving/tritonserver.py: Perf Analyzer needs the libraries of "
+              "nvidia-pytriton.\n"
+              f'export LD_LIBRARY_PATH="{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\nexec "{real}" "$@"\n')
+    if not (entry.is_file() and entry.read_text() == script):
+        tmp = entry.with_name(f".perf_analyzer.{os.getpid()}")
+        tmp.write_text(script)
+        tmp.chmod(0o755)
+        os.replace(tmp, entry)
+    return entry
 
 
 def server_env(files: ServerFiles, base: dict | None = None) -> dict:
@@ -102,11 +145,23 @@ def server_env(files: ServerFiles, base: dict | None = None) -> dict:
     return env
 
 
+def cuda_usable() -> bool:
+    """Whether the CUDA driver loads and sees a GPU (the test tritonserver makes, without importing torch)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):
+        return False
+
+
 def server_command(files: ServerFiles, model_repository: Path = DEFAULT_MODEL_REPOSITORY, http_port: int = 8000,
                    grpc_port: int = 8001, metrics_port: int = 8002, exit_timeout_secs: int | None = None,
-                   explicit_models: list[str] | None = None, extra: list[str] | None = None) -> list[str]:
+                   explicit_models: list[str] | None = None, extra: list[str] | None = None,
+                   gpu: bool | None = None) -> list[str]:
     """tritonserver's command line. `explicit_models`: start in explicit model-control mode with these
-    models loaded (the mode in which clients may unload and load models)."""
+    models loaded (the mode in which clients may unload and load models). `gpu=False` (the default where
+    `cuda_usable()` is false) turns off the GPU-only features that log errors without a GPU."""
     cmd = [str(files.binary), f"--model-repository={model_repository}", f"--backend-directory={files.backend_dir}",
            f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}",
            "--allow-metrics=true"]
@@ -115,7 +170,34 @@ def server_command(files: ServerFiles, model_repository: Path = DEFAULT_MODEL_RE
     if explicit_models is not None:
         cmd.append("--model-control-mode=explicit")
         cmd += [f"--load-model={m}" for m in explicit_models]
+    if not (cuda_usable() if gpu is None else gpu):
+        cmd += CPU_ONLY_ARGS
     return cmd + list(extra or [])
+
+
+def start(cmd: list[str], env: dict, log, **popen_kwargs) -> subprocess.Popen:
+    """Start tritonserver with its stdout and stderr copied line by line to `log` (a text file), less the
+    DRIVERLESS_NOISE line. The returned process is tritonserver itself: signal it as usual; the copy ends
+    when it exits (`join_log(proc)` waits for the last lines)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen_kwargs)
+
+    def copy() -> None:
+        noted = False
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", errors="replace")
+            if DRIVERLESS_NOISE in line:
+                line, noted = ("" if noted else DRIVERLESS_NOTE), True
+            log.write(line)
+            log.flush()
+
+    proc.log_thread = threading.Thread(target=copy, name="tritonserver-log", daemon=True)
+    proc.log_thread.start()
+    return proc
+
+
+def join_log(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if getattr(proc, "log_thread", None) is not None:
+        proc.log_thread.join(timeout)
 
 
 def shm_warning(path: str = "/dev/shm") -> str | None:
@@ -178,10 +260,22 @@ def _main(argv: list[str] | None = None) -> int:
     cmd = server_command(files, args.model_repository, args.http_port, args.grpc_port, args.metrics_port,
                          args.exit_timeout_secs, extra=args.extra)
     sys.stdout.flush()
-    # exec: tritonserver becomes the foreground process, so Ctrl-C reaches it directly and it shuts
-    # down gracefully (unloading the model, which stops the engine) instead of being killed under us.
-    os.execve(cmd[0], cmd, env)
-    return 0  # not reached
+    # tritonserver runs in our process group, so a Ctrl-C in the terminal reaches it directly and it shuts
+    # down gracefully (unloading the model, which stops the engine); a signal sent to this process alone is
+    # passed on (a second SIGINT is harmless to it). We stay to copy its log (see `start`).
+    started: list[subprocess.Popen] = []
+
+    def forward(signum, _frame):
+        if started and started[0].poll() is None:
+            started[0].send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)  # a handler, not SIG_IGN: exec resets it, so tritonserver gets its own
+    proc = start(cmd, env, sys.stdout)
+    started.append(proc)
+    code = proc.wait()
+    join_log(proc)
+    return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":

@@ -10,7 +10,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.serving.tritonserver import DEFAULT_MODEL_REPOSITORY, layout, server_command, server_env, wait_ready
+from backend.serving.tritonserver import (
+    DEFAULT_MODEL_REPOSITORY,
+    join_log,
+    layout,
+    server_command,
+    server_env,
+    start,
+    wait_ready,
+)
 
 START_TIMEOUT_S = 180
 
@@ -54,6 +62,7 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: the server and its stub
                 self.proc.wait(10)
+        join_log(self.proc)
         return self.proc.returncode
 
 
@@ -69,7 +78,7 @@ def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITO
     log = open(log_path, "w")  # noqa: SIM115  (the server writes to it for its whole life)
     # A session of its own: a Ctrl-C in the test terminal must not reach the server directly, and
     # the fallback kill can take the server and its stub together.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = start(cmd, env, log, start_new_session=True)
     server = RunningServer(proc, http, grpc, metrics, log_path, env)
     started = time.monotonic()
     if not wait_ready(http, model, START_TIMEOUT_S, alive=lambda: proc.poll() is None):
