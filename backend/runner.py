@@ -43,7 +43,8 @@ class ModelRunner:
         self.stager = HostStager(self.device)
         self.graphs = graphs  # backend.cuda_graphs.ReuseGraphs, or None (eager)
         self.last_chunks = 0
-        self.last_graphed = False
+        self.last_graphed = False  # the last forward replayed a CUDA graph
+        self.last_inputs: StepInputs | None = None  # the last step's inputs (benchmarks read its shape)
 
     @torch.inference_mode()
     def run(self, batch: list[tuple[Request, Phase]]) -> list[RowResults]:
@@ -122,6 +123,7 @@ class ModelRunner:
 
     # --- forward ------------------------------------------------------------------------------
     def forward(self, inputs: StepInputs) -> torch.Tensor:
+        self.last_inputs = inputs
         pool = self.pool
         if inputs.table_rows is not None:
             pool.block_tables[inputs.table_rows] = inputs.tables

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The one command to run on a GPU machine (under 6 minutes on an H100). Writes logs and JSON into OUT
+# and prints a short table last.
+#
+#   benchmarks/gpu_check.sh OUT [--dry-run]
+#
+#   1. kernel tests on CUDA (not the interpreter): the paged attention kernel against its reference;
+#   2. engine exactness on CUDA in float32 with refresh every step (must equal the reference decoder),
+#      and token agreement (CUDA graphs vs eager vs the CPU engine; bf16 vs the reference);
+#   3. bursts of 1, 16 and 64 requests at LLaDA-8B's shape (random bf16 weights, prompt 256 + 256
+#      generated, block 32, one token per step): tok/s and Refresh / Reuse step milliseconds, with
+#      CUDA graphs, and N=1 eager for comparison.
+#   --dry-run   the same steps at tiny size on the CPU (part of the test suite)
+#
+# Python: $PYTHON, else python3 (the GPU machines' torch and triton; the project's own small
+# dependencies are in their image: numpy, safetensors, tokenizers, jinja2, pytest). BURSTS=1,16
+# shortens step 3.
+set -uo pipefail
+
+if [[ $# -lt 1 || $1 == -* ]]; then
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+OUT=$(mkdir -p "$1" && cd "$1" && pwd)
+DRY=0
+[[ ${2:-} == --dry-run ]] && DRY=1
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=${PYTHON:-python3}
+cd "$REPO"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+log() { echo "[$(date +%H:%M:%S)] gpu_check: $*"; }
+status=0
+
+{
+    echo "date: $(date -Is)"; echo "git: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "| torch", torch.__version__, "| cuda",
+torch.version.cuda, "| gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")'
+    "$PY" -c 'import triton; print("triton", triton.__version__)' 2>&1
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+if [[ $DRY == 1 ]]; then
+    DEVICE=cpu; MODELS=tiny-llada; REQUESTS=2; BURST_MODEL=tiny-llada; BURSTS=${BURSTS:-1,4}
+    BURST_ARGS=(--device cpu --prompt 16 --gen 32 --block 8); export TRITON_INTERPRET=1
+else
+    if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+        log "no CUDA device visible to torch; use --dry-run for the CPU check"; exit 1
+    fi
+    DEVICE=cuda; MODELS=tiny-llada,tiny-dream,model_repository/dllm/1/default-model; REQUESTS=8
+    BURST_MODEL=llada-8b; BURSTS=${BURSTS:-1,16,64}; BURST_ARGS=(); export DLLM_KERNELS_ON_GPU=1
+fi
+
+log "1/3 kernel tests ($DEVICE)"
+"$PY" -m pytest -q -p no:cacheprovider tests/unit/test_paged_attention.py tests/unit/test_cuda_engine.py \
+    2>&1 | tee "$OUT/kernel_tests.log" | tail -n 5
+kernels=${PIPESTATUS[0]}
+[[ $kernels == 0 ]] || status=1
+
+log "2/3 engine exactness and agreement ($DEVICE)"
+"$PY" -m benchmarks.device_agreement --device "$DEVICE" --models "$MODELS" --requests "$REQUESTS" \
+    --out "$OUT/agreement.json" 2>&1 | tee "$OUT/agreement.log" | grep -v '^\s*$' | tail -n 4
+agreement=${PIPESTATUS[0]}
+[[ $agreement == 0 ]] || status=1
+
+log "3/3 bursts $BURSTS ($BURST_MODEL)"
+"$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts "$BURSTS" "${BURST_ARGS[@]}" \
+    --out "$OUT/bursts.json" > "$OUT/bursts.log" 2>&1 || status=1
+"$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts 1 --enforce-eager "${BURST_ARGS[@]}" \
+    --out "$OUT/bursts_eager.json" > "$OUT/bursts_eager.log" 2>&1 || status=1
+
+echo
+log "summary (kernel tests: $([[ $kernels == 0 ]] && echo pass || echo FAIL);" \
+    "fp32 exactness: $([[ $agreement == 0 ]] && echo pass || echo FAIL))"
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for row in json.loads((out / "agreement.json").read_text()) if (out / "agreement.json").exists() else []:
+    print("  " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "device"))
+for name in ("bursts.json", "bursts_eager.json"):
+    p = out / name
+    if not p.exists():
+        print(f"  {name}: missing (see {name[:-5]}.log)"); continue
+    rep = json.loads(p.read_text())
+    mode = "eager" if rep["enforce_eager"] or not rep["graphs"] else "graphs"
+    print(f"  {rep['device']} {rep['model']} {mode}")
+    print(f"  {'N':>4} {'tok/s':>8} {'reuse ms':>9} {'refresh ms p50/max':>19} {'graphed':>8}")
+    for r in rep["bursts"]:
+        print(f"  {r['n']:>4} {r['tok_per_s']:>8} {r['reuse_ms_p50']:>9} "
+              f"{str(r['refresh_ms_p50']) + '/' + str(r['refresh_ms_max']):>19} "
+              f"{r['graphed_steps']:>4}/{sum(r['steps'].values())}")
+EOF
+exit $status

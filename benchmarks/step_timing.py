@@ -1,0 +1,121 @@
+"""Bursts of N identical-shape requests with every engine step timed and classified by phase: what a
+Reuse step and a Refresh iteration cost, and the burst's throughput (the figures of ANCHORS.md).
+
+    python -m benchmarks.step_timing --model llada-8b --bursts 1,16,64 --out results.json   # GPU
+    python -m benchmarks.step_timing --model tiny-llada --device cpu --prompt 16 --gen 32 --block 8
+
+A step is `reuse` when every request in it takes a Reuse step, `refresh` when every one Refreshes, else
+`mixed`. Step time is wall time of `Engine.step()`, which ends with the step's device-to-host copy, so
+it includes all of the step's GPU work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+
+import torch
+
+from backend.engine import Engine
+from backend.engine_config import EngineConfig
+from backend.sampling_params import SamplingParams
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
+
+def run_burst(engine: Engine, n: int, prompt_len: int, gen: int, block: int, seed: int = 0) -> dict:
+    cfg = engine.model_config
+    rng = random.Random(seed)
+    vocab = [t for t in range(min(cfg.vocab_size, 30000)) if t != cfg.mask_token_id and t not in cfg.stop_token_ids]
+    params = SamplingParams(max_tokens=gen, block_length=block, ignore_eos=True)
+    for _ in range(n):
+        engine.add_request([rng.choice(vocab) for _ in range(prompt_len)], params)
+    runner = engine.runner
+    times: dict[str, list[float]] = {"reuse": [], "refresh": [], "mixed": []}
+    graphed = 0
+    generated = 0
+    sync = torch.cuda.synchronize if engine.model.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    while engine.has_unfinished():
+        t0 = time.perf_counter()
+        outs = engine.step()
+        dt = time.perf_counter() - t0
+        generated += sum(len(o.new_token_ids) for o in outs)
+        inputs = runner.last_inputs
+        if inputs is None:
+            continue
+        kind = ("refresh" if inputs.num_refresh == len(inputs.order) else
+                "reuse" if inputs.num_refresh == 0 else "mixed")
+        times[kind].append(dt)
+        graphed += runner.last_graphed
+        runner.last_inputs = None
+    sync()
+    wall = time.perf_counter() - start
+    ms = {k: [1000 * x for x in v] for k, v in times.items()}
+    return {
+        "n": n, "prompt": prompt_len, "gen": gen, "block": block, "seconds": round(wall, 3),
+        "tok_per_s": round(generated / wall, 1), "generated": generated,
+        "steps": {k: len(v) for k, v in ms.items()}, "graphed_steps": graphed,
+        "reuse_ms_p50": round(_pct(ms["reuse"], 0.5), 2), "reuse_ms_p90": round(_pct(ms["reuse"], 0.9), 2),
+        "refresh_ms_p50": round(_pct(ms["refresh"] + ms["mixed"], 0.5), 2),
+        "refresh_ms_max": round(max(ms["refresh"] + ms["mixed"], default=float("nan")), 2),
+        "reuse_ms_mean": round(statistics.fmean(ms["reuse"]), 2) if ms["reuse"] else float("nan"),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.step_timing", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="llada-8b")
+    ap.add_argument("--device"), ap.add_argument("--dtype")
+    ap.add_argument("--bursts", default="1,16,64")
+    ap.add_argument("--prompt", type=int, default=256)
+    ap.add_argument("--gen", type=int, default=256)
+    ap.add_argument("--block", type=int, default=32)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    ap.add_argument("--enforce-eager", action="store_true")
+    ap.add_argument("--kv-cache-bytes", type=int)
+    ap.add_argument("--out", help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    bursts = [int(x) for x in args.bursts.split(",") if x]
+    cfg = EngineConfig(model=args.model, device=args.device, dtype=args.dtype, max_num_seqs=max(bursts),
+                       max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
+                       kv_cache_bytes=args.kv_cache_bytes)
+    t0 = time.perf_counter()
+    engine = Engine.from_config(cfg)
+    graphs = engine.runner.graphs
+    captured = f"{len(graphs.graphs)} buckets in {graphs.capture_seconds:.1f} s" if graphs else "off"
+    print(f"engine ready in {time.perf_counter() - t0:.1f} s on {engine.model.device} ({engine.model.dtype}); "
+          f"graphs: {captured}", flush=True)
+    run_burst(engine, 1, min(args.prompt, 32), args.block, args.block)  # warm-up (lazy init, allocator)
+    rows = []
+    for n in bursts:
+        res = run_burst(engine, n, args.prompt, args.gen, args.block, seed=n)
+        rows.append(res)
+        print(json.dumps(res), flush=True)
+    device = torch.cuda.get_device_name(0) if engine.model.device.type == "cuda" else "cpu"
+    report = {"model": args.model, "device": device, "dtype": str(engine.model.dtype),
+              "enforce_eager": args.enforce_eager, "graphs": bool(graphs), "bursts": rows}
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+    print(f"\n{device}, {args.model}, {'eager' if args.enforce_eager or not graphs else 'cuda graphs'}")
+    print(f"{'N':>4} {'tok/s':>8} {'reuse ms p50':>13} {'reuse p90':>10} {'refresh p50':>12} {'refresh max':>12}"
+          f" {'graphed':>8}")
+    for r in rows:
+        print(f"{r['n']:>4} {r['tok_per_s']:>8} {r['reuse_ms_p50']:>13} {r['reuse_ms_p90']:>10} "
+              f"{r['refresh_ms_p50']:>12} {r['refresh_ms_max']:>12} {r['graphed_steps']:>5}/{sum(r['steps'].values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

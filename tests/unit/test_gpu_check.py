@@ -1,0 +1,28 @@
+"""`benchmarks/gpu_check.sh --dry-run`: the GPU check's steps at tiny size on the CPU, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_dry_run(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("DLLM_KERNELS_ON_GPU", None)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(tmp_path), "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "kernel tests: pass" in proc.stdout and "fp32 exactness: pass" in proc.stdout
+    rows = json.loads((tmp_path / "agreement.json").read_text())
+    assert rows and all(r["exact_fp32"] == r["requests"] for r in rows)
+    bursts = json.loads((tmp_path / "bursts.json").read_text())["bursts"]
+    assert [b["n"] for b in bursts] == [1, 4]
+    assert all(b["tok_per_s"] > 0 and b["steps"]["reuse"] > 0 for b in bursts)
+    # The table comes last, so that a truncated remote log still shows it.
+    tail = proc.stdout.rstrip().splitlines()[-10:]
+    assert any("tok/s" in line for line in tail) and tail[-1].split()[0] == "1"
