@@ -17,8 +17,8 @@ $(VENV)/.setup-done: pyproject.toml
 setup: $(VENV)/.setup-done
 
 # pytest exits 5 when it collected no test: that must fail, not pass silently.
-# serve-deps: the integration tests start a real tritonserver.
-test: setup serve-deps
+# serve-deps: the integration tests start a real tritonserver; aiperf-deps: one of them runs AIPerf.
+test: setup serve-deps aiperf-deps
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
@@ -43,6 +43,17 @@ $(VENV)/.serve-done: $(VENV)/.setup-done
 	touch $@
 
 serve-deps: $(VENV)/.serve-done
+
+# AIPerf (`python -m client.aiperf`) in a virtual environment of its own, inside .venv: it brings ~1 GB
+# of dependencies (pandas, pyarrow, scipy, transformers, dash, ...) that the project's .venv does not need.
+AIPERF_SPEC ?= aiperf==0.13.0
+$(VENV)/aiperf/.done:
+	$(PYTHON) -m venv $(VENV)/aiperf
+	$(VENV)/aiperf/bin/python -m pip install --quiet "$(AIPERF_SPEC)"
+	touch $@
+
+.PHONY: aiperf-deps
+aiperf-deps: $(VENV)/aiperf/.done
 
 # Foreground; Ctrl-C stops it. Ports and repository: make serve HTTP_PORT=9000 GRPC_PORT=9001 ...
 serve: serve-deps
