@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from backend import fused_layers
 from backend.config import PRESETS
 from backend.denoise import select_commits
 from backend.engine_config import EngineConfig, MiB
@@ -46,7 +47,10 @@ class Engine:
         self.scheduler = Scheduler(SchedulerConfig(self.config.max_num_batched_tokens, self.config.max_num_seqs,
                                                    self.config.scheduler), self.pool.allocator)
         self.scheduler.on_free = self.pool.forget
-        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs())
+        # CUDA: Triton kernels for the layers and the attention over the pool (a model shared between
+        # engines gets exactly this engine's choice).
+        self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
+        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs(), self.kernels)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
         self.requests: dict[str, Request] = {}
@@ -78,7 +82,7 @@ class Engine:
 
     def _graphs(self):
         """Captured Reuse forwards on CUDA (unless `enforce_eager`); None means every step runs eagerly."""
-        if self.model.device.type != "cuda" or self.config.enforce_eager:
+        if not self.kernels or self.config.enforce_eager:
             return None
         from backend.cuda_graphs import ReuseGraphs
 

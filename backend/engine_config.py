@@ -29,6 +29,7 @@ class EngineConfig:
     logit_budget_bytes: int = 64 * MiB  # largest logit chunk of the budgeted decode head
     scheduler: str = "fcfs"  # "fcfs" | "static"
     enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
+    cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
     seed: int = 0  # random weights for preset models
     default_sampling: dict = field(default_factory=dict)  # overrides the checkpoint's generation_config.json

@@ -19,11 +19,13 @@ from kernels.paged_attention import block_m_for, kernel_available, paged_attenti
 class PoolAttention(AttentionContext):
     def __init__(self, pool: KVPool, refresh_rows: int, refresh_seqlens: list[int], refresh_cu: torch.Tensor | None,
                  reuse_cu: torch.Tensor | None, reuse_table_row: torch.Tensor | None, max_reuse_rows: int,
-                 store_src: torch.Tensor | None = None, store_dst: torch.Tensor | None = None):
+                 store_src: torch.Tensor | None = None, store_dst: torch.Tensor | None = None,
+                 use_kernel: bool = True):
         self.pool = pool
         self.refresh_rows, self.refresh_seqlens, self.refresh_cu = refresh_rows, refresh_seqlens, refresh_cu
         self.reuse_cu, self.reuse_table_row, self.max_reuse_rows = reuse_cu, reuse_table_row, max_reuse_rows
         self.store_src, self.store_dst = store_src, store_dst
+        self.use_kernel = use_kernel
 
     def attend(self, layer, q, k, v, batch: PackedBatch):
         if self.store_src is not None:
@@ -46,7 +48,7 @@ class PoolAttention(AttentionContext):
         pool = self.pool
         args = (q, k, v, self.reuse_cu, pool.k[layer], pool.v[layer], self.reuse_table_row, pool.block_tables,
                 pool.slot_counts, pool.page_size)
-        if kernel_available(q.device, q.dtype):
+        if self.use_kernel and kernel_available(q.device, q.dtype):
             return paged_attention(*args, max_q_rows=self.max_reuse_rows, out=out,
                                    block_m=block_m_for(self.max_reuse_rows))
         return paged_attention_reference(*args, out=out)

@@ -35,13 +35,15 @@ class RowResults:
 
 
 class ModelRunner:
-    def __init__(self, model: DiffusionLM, pool: KVPool | None, logit_budget_bytes: int, graphs=None):
+    def __init__(self, model: DiffusionLM, pool: KVPool | None, logit_budget_bytes: int, graphs=None,
+                 use_kernels: bool = True):
         self.model = model
         self.pool = pool
         self.logit_budget_bytes = logit_budget_bytes
         self.device = model.device
         self.stager = HostStager(self.device)
         self.graphs = graphs  # backend.cuda_graphs.ReuseGraphs, or None (eager)
+        self.use_kernels = use_kernels  # the paged attention kernel where it can run (else its reference)
         self.last_chunks = 0
         self.last_graphed = False  # the last forward replayed a CUDA graph
         self.last_inputs: StepInputs | None = None  # the last step's inputs (benchmarks read its shape)
@@ -134,7 +136,7 @@ class ModelRunner:
         nr = inputs.num_refresh
         ctx = PoolAttention(pool, inputs.refresh_rows, inputs.refresh_seqlens, inputs.packed.cu_seqlens[:nr + 1],
                             inputs.reuse_cu, inputs.reuse_table_row, inputs.max_reuse_rows, inputs.store_src,
-                            inputs.store_dst)
+                            inputs.store_dst, self.use_kernels)
         return self.model(inputs.input_ids, inputs.packed, ctx)
 
     # --- decode -------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Building blocks shared by LLaDA and Dream: RMSNorm, rotary embeddings, SwiGLU MLP, vocabulary head."""
+"""Building blocks shared by LLaDA and Dream: RMSNorm, rotary embeddings, SwiGLU MLP, vocabulary head.
+
+RMSNorm, Rotary and SwiGLU each have a `fused` slot: None runs the PyTorch code below (the CPU, the
+tests' oracles); an engine on CUDA fills it with a Triton kernel of the same contract (`kernels/`),
+so that a layer is a handful of launches instead of ~40. The models never import the kernels.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,18 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.fused = None  # (x, weight, eps, residual=None) -> like forward / add_forward
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(residual + x), residual + x): the residual add before a norm, fused where a kernel is."""
+        if self.fused is not None:
+            return self.fused(x, self.weight, self.eps, residual)
+        s = residual + x
+        return self(s), s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused(x, self.weight, self.eps)
         # Normalise in float32 at least (both reference implementations do), then cast back.
         dtype = x.dtype
         xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
@@ -30,6 +45,7 @@ class Rotary(nn.Module):
         self.theta = theta
         self.max_positions = max_positions
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.fused = None  # (q, k, positions, cos, sin) -> (rotated q, rotated k)
 
     def _table(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # float64 tables for float64 models (exactness tests), float32 otherwise.
@@ -41,6 +57,12 @@ class Rotary(nn.Module):
             ang = torch.cat([ang, ang], dim=-1)
             self._cache[key] = (ang.cos().to(device, tdtype), ang.sin().to(device, tdtype))
         return self._cache[key]
+
+    def pair(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys of one layer rotated at `positions` (one kernel where a fused one is set)."""
+        if self.fused is not None:
+            return self.fused(q, k, positions, *self._table(q.device, q.dtype))
+        return self(q, positions), self(k, positions)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [T, H, D], positions: [T]."""
@@ -60,9 +82,13 @@ class SwiGLU(nn.Module):
         self.intermediate = intermediate
         self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.fused = None  # ([.., 2I] gate_up) -> silu(gate) * up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if self.fused is not None:
+            return self.down_proj(self.fused(gate_up))
+        gate, up = gate_up.split(self.intermediate, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 

@@ -23,8 +23,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: int, batch: PackedBatch, ctx: AttentionContext) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = self.rotary(q.view(-1, self.num_heads, self.head_dim), batch.positions)
-        k = self.rotary(k.view(-1, self.num_kv_heads, self.head_dim), batch.positions)
+        q, k = self.rotary.pair(q.view(-1, self.num_heads, self.head_dim),
+                                k.view(-1, self.num_kv_heads, self.head_dim), batch.positions)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         out = ctx.attend(layer, q, k, v, batch)
         return self.o_proj(out.reshape(-1, self.q_size))
@@ -38,9 +38,17 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, x, layer: int, batch: PackedBatch, ctx: AttentionContext):
-        x = x + self.attn(self.attn_norm(x), layer, batch, ctx)
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x, residual, layer: int, batch: PackedBatch, ctx: AttentionContext):
+        """`residual` is the stream so far and `x` the previous block's output not yet added to it (None
+        for the first block: `x` is the stream). Returns the same pair for the next block, so that each
+        residual add is fused into the norm after it: the same sums in the same order as
+        `x = x + attn(norm(x)); x = x + mlp(norm(x))`."""
+        if residual is None:
+            h, residual = self.attn_norm(x), x
+        else:
+            h, residual = self.attn_norm.add_forward(x, residual)
+        h, residual = self.mlp_norm.add_forward(self.attn(h, layer, batch, ctx), residual)
+        return self.mlp(h), residual
 
 
 class DiffusionLM(nn.Module):
@@ -61,10 +69,10 @@ class DiffusionLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, batch: PackedBatch,
                 ctx: AttentionContext | None = None) -> torch.Tensor:
         ctx = ctx or AttentionContext()
-        x = self.embed(input_ids)
+        x, residual = self.embed(input_ids), None
         for i, layer in enumerate(self.layers):
-            x = layer(x, i, batch, ctx)
-        return self.norm(x)
+            x, residual = layer(x, residual, i, batch, ctx)
+        return self.norm(x) if residual is None else self.norm.add_forward(x, residual)[0]
 
     def hidden_rows_for(self, positions: torch.Tensor) -> torch.Tensor:
         """Which hidden-state position predicts each given token position (Dream predicts i+1 from i;

@@ -1,0 +1,44 @@
+"""Fills the models' `fused` slots with the Triton kernels of `kernels/` (CUDA only): per layer, the
+norms with their residual adds, rotary for queries and keys, and SwiGLU's activation become one
+kernel each. The CPU, float64 and the tests' oracles keep the PyTorch code."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from backend.models import DiffusionLM
+from backend.models.layers import RMSNorm, Rotary, SwiGLU
+
+log = logging.getLogger(__name__)
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def install(model: DiffusionLM) -> bool:
+    """True when the kernels were installed (CUDA, a kernel dtype, triton importable)."""
+    if model.device.type != "cuda" or model.dtype not in KERNEL_DTYPES:
+        return False
+    try:
+        from kernels.rms_norm import rms_norm
+        from kernels.rotary import rotary
+        from kernels.swiglu import silu_mul
+    except ImportError as e:  # no triton: the PyTorch layers are still correct
+        log.warning("fused layers: %s; using the PyTorch layers", e)
+        return False
+    for m in model.modules():
+        if isinstance(m, RMSNorm):
+            m.fused = rms_norm
+        elif isinstance(m, Rotary):
+            m.fused = rotary
+        elif isinstance(m, SwiGLU):
+            m.fused = silu_mul
+    return True
+
+
+def uninstall(model: DiffusionLM) -> bool:
+    """Back to the PyTorch layers; returns False (no kernels), for symmetry with `install`."""
+    for m in model.modules():
+        if isinstance(m, (RMSNorm, Rotary, SwiGLU)):
+            m.fused = None
+    return False
