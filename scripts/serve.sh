@@ -20,12 +20,19 @@ MODEL_REPOSITORY=${MODEL_REPOSITORY:-model_repository}
 # with it (Ctrl-C reaches the whole process group).
 (
   if "$PY" -m backend.serving.tritonserver wait-ready --http-port "$HTTP_PORT" --model dllm --timeout 900; then
+    url=""; [ "$GRPC_PORT" = 8001 ] || url=" --url localhost:$GRPC_PORT"
     cat <<MSG
 
-==> dllm is ready: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics. Try:
+==> dllm is ready: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics.
+The bundled model answers five prompt formats (any other prompt gets an empty answer, finish_reason eos):
+  $PY -m client generate "1234+4321="$url                    # addition          -> 5555
+  $PY -m client generate "sort dcba ="$url                   # sorting           -> abcd
+  $PY -m client generate "reverse hello ="$url               # reversal          -> olleh
+  $PY -m client generate "copy abcdef ="$url                 # copying           -> abcdef
+  $PY -m client generate \$'ab: 123\ncd: 456\nget cd: '$url   # key-value lookup  -> 456
+Over HTTP, and the metrics:
   curl -s -X POST localhost:$HTTP_PORT/v2/models/dllm/generate \\
-       -d '{"text_input": "12+34=", "exclude_input_in_output": true, "parameters": {"max_tokens": 16}}'
-  $PY -m client generate "12+34=" --stream --max-tokens 16 --url localhost:$GRPC_PORT
+       -d '{"text_input": "12+34=", "exclude_input_in_output": true, "return_finish_reason": true}'
   curl -s localhost:$METRICS_PORT/metrics | grep ^dllm:
 Ctrl-C stops the server.
 
