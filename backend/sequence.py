@@ -6,7 +6,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from backend.denoise import contiguous_prefix, transfer_schedule
+from backend.denoise import transfer_schedule
 from backend.sampling_params import SamplingParams
 
 
@@ -123,8 +123,12 @@ class Request:
         return self.tokens[self.prompt_len:]
 
     def committed_prefix(self) -> list[int]:
-        gen = self.generation()
-        return gen[:contiguous_prefix([t == self.mask_token_id for t in gen])]
+        """The generation up to its first [MASK] (list.index: C speed, called for every request every step)."""
+        try:
+            end = self.tokens.index(self.mask_token_id, self.prompt_len)
+        except ValueError:
+            end = len(self.tokens)
+        return self.tokens[self.prompt_len:end]
 
     @property
     def all_blocks_done(self) -> bool:

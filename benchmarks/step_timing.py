@@ -41,24 +41,34 @@ def run_burst(engine: Engine, n: int, prompt_len: int, gen: int, block: int, see
         engine.add_request([rng.choice(vocab) for _ in range(prompt_len)], params)
     runner = engine.runner
     times: dict[str, list[float]] = {"reuse": [], "refresh": [], "mixed": []}
+    seen: list[tuple[str, bool]] = []
+    run = runner.run
+
+    def probe(batch):  # observes each batch's phases (works on any engine version with runner.run)
+        refresh = sum(ph.value == "refresh" for _, ph in batch)
+        result = run(batch)
+        kind = "refresh" if refresh == len(batch) else "reuse" if refresh == 0 else "mixed"
+        seen.append((kind, bool(getattr(runner, "last_graphed", False))))
+        return result
+
+    runner.run = probe
     graphed = 0
     generated = 0
     sync = torch.cuda.synchronize if engine.model.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
-    while engine.has_unfinished():
-        t0 = time.perf_counter()
-        outs = engine.step()
-        dt = time.perf_counter() - t0
-        generated += sum(len(o.new_token_ids) for o in outs)
-        inputs = runner.last_inputs
-        if inputs is None:
-            continue
-        kind = ("refresh" if inputs.num_refresh == len(inputs.order) else
-                "reuse" if inputs.num_refresh == 0 else "mixed")
-        times[kind].append(dt)
-        graphed += runner.last_graphed
-        runner.last_inputs = None
+    try:
+        while engine.has_unfinished():
+            seen.clear()
+            t0 = time.perf_counter()
+            outs = engine.step()
+            dt = time.perf_counter() - t0
+            generated += sum(len(o.new_token_ids) for o in outs)
+            if len(seen) == 1:
+                times[seen[0][0]].append(dt)
+                graphed += seen[0][1]
+    finally:
+        runner.run = run
     sync()
     wall = time.perf_counter() - start
     ms = {k: [1000 * x for x in v] for k, v in times.items()}
@@ -85,14 +95,17 @@ def main(argv=None) -> int:
     ap.add_argument("--enforce-eager", action="store_true")
     ap.add_argument("--kv-cache-bytes", type=int)
     ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--label", help="a name for this engine in the table (e.g. baseline@<commit>)")
     args = ap.parse_args(argv)
     bursts = [int(x) for x in args.bursts.split(",") if x]
-    cfg = EngineConfig(model=args.model, device=args.device, dtype=args.dtype, max_num_seqs=max(bursts),
-                       max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.enforce_eager,
-                       kv_cache_bytes=args.kv_cache_bytes)
+    settings = dict(model=args.model, device=args.device, dtype=args.dtype, max_num_seqs=max(bursts),
+                    max_num_batched_tokens=args.max_num_batched_tokens, kv_cache_bytes=args.kv_cache_bytes)
+    if args.enforce_eager:  # (only then: the pre-graphs engine, timed as a baseline, lacks the setting)
+        settings["enforce_eager"] = True
+    cfg = EngineConfig(**settings)
     t0 = time.perf_counter()
     engine = Engine.from_config(cfg)
-    graphs = engine.runner.graphs
+    graphs = getattr(engine.runner, "graphs", None)
     captured = f"{len(graphs.graphs)} buckets in {graphs.capture_seconds:.1f} s" if graphs else "off"
     print(f"engine ready in {time.perf_counter() - t0:.1f} s on {engine.model.device} ({engine.model.dtype}); "
           f"graphs: {captured}", flush=True)
@@ -103,12 +116,12 @@ def main(argv=None) -> int:
         rows.append(res)
         print(json.dumps(res), flush=True)
     device = torch.cuda.get_device_name(0) if engine.model.device.type == "cuda" else "cpu"
-    report = {"model": args.model, "device": device, "dtype": str(engine.model.dtype),
+    report = {"model": args.model, "device": device, "dtype": str(engine.model.dtype), "label": args.label,
               "enforce_eager": args.enforce_eager, "graphs": bool(graphs), "bursts": rows}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
-    print(f"\n{device}, {args.model}, {'eager' if args.enforce_eager or not graphs else 'cuda graphs'}")
+    print(f"\n{device}, {args.model}, {args.label or ('eager' if args.enforce_eager or not graphs else 'cuda graphs')}")
     print(f"{'N':>4} {'tok/s':>8} {'reuse ms p50':>13} {'reuse p90':>10} {'refresh p50':>12} {'refresh max':>12}"
           f" {'graphed':>8}")
     for r in rows:

@@ -29,9 +29,10 @@ except ImportError:  # pragma: no cover - CPU installs without triton use the re
     triton = None
 
 
-def _cache_rows(block_tables: torch.Tensor, row: int, head: int, count: int, page_size: int) -> torch.Tensor:
+def cache_rows(block_tables: torch.Tensor, row: int, count: int, page_size: int) -> torch.Tensor:
+    """[Hkv, count] cache rows of the first `count` slots of every head of table row `row`."""
     slots = torch.arange(count, device=block_tables.device)
-    return block_tables[row, head, slots // page_size].long() * page_size + slots % page_size
+    return block_tables[row][:, slots // page_size].long() * page_size + slots % page_size
 
 
 def paged_attention_reference(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
@@ -39,32 +40,32 @@ def paged_attention_reference(q, k, v, cu, k_cache, v_cache, table_row, block_ta
     """Per request: keys are its fresh rows followed by its cached slots, in slot order. Equal slot
     counts over heads give one plain SDPA call (the dense engine's exact computation); differing
     counts pad the shorter heads and mask the padding."""
-    hq, hkv, d = q.shape[1], k.shape[1], q.shape[2]
+    hq, hkv = q.shape[1], k.shape[1]
     out = torch.empty_like(q) if out is None else out
     bounds = cu.tolist()
     rows_of = table_row.tolist()
+    counts_of = slot_counts.tolist()
     for b, r in enumerate(rows_of):
         lo, hi = bounds[b], bounds[b + 1]
         if hi == lo:
             continue
-        kf, vf = k[lo:hi], v[lo:hi]
-        counts = slot_counts[r].tolist() if r >= 0 else [0] * hkv
+        counts = counts_of[r] if r >= 0 else [0] * hkv
         n = max(counts)
-        kc = k_cache.new_zeros(n, hkv, d)
-        vc = v_cache.new_zeros(n, hkv, d)
-        for h, c in enumerate(counts):
-            if c:
-                idx = _cache_rows(block_tables, r, h, c, page_size)
-                kc[:c, h], vc[:c, h] = k_cache[idx], v_cache[idx]
-        ki = torch.cat([kf, kc]).transpose(0, 1).unsqueeze(0)
-        vi = torch.cat([vf, vc]).transpose(0, 1).unsqueeze(0)
-        qi = q[lo:hi].transpose(0, 1).unsqueeze(0)
+        ki, vi = k[lo:hi], v[lo:hi]
+        if n:
+            idx = cache_rows(block_tables, r, n, page_size)  # [Hkv, n]
+            if min(counts) != n:  # slots past a head's count are padding (masked below): any valid row
+                idx = idx.masked_fill(torch.arange(n, device=idx.device) >= torch.tensor(counts)[:, None], 0)
+            ki = torch.cat([ki, k_cache[idx].transpose(0, 1)])
+            vi = torch.cat([vi, v_cache[idx].transpose(0, 1)])
         mask = None
         if min(counts) != n:
             keep = torch.arange(n, device=q.device)[None, :] < torch.tensor(counts, device=q.device)[:, None]
             keep = torch.cat([keep.new_ones(hkv, hi - lo), keep], dim=1).repeat_interleave(hq // hkv, 0)
             mask = keep[None, :, None, :]  # [1, Hq, 1, keys]
-        oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, scale=sm_scale, enable_gqa=hq != hkv)
+        oi = F.scaled_dot_product_attention(q[lo:hi].transpose(0, 1).unsqueeze(0), ki.transpose(0, 1).unsqueeze(0),
+                                            vi.transpose(0, 1).unsqueeze(0), attn_mask=mask, scale=sm_scale,
+                                            enable_gqa=hq != hkv)
         out[lo:hi] = oi.squeeze(0).transpose(0, 1)
     return out
 
