@@ -9,7 +9,7 @@
 #      and token agreement (CUDA graphs vs eager vs the CPU engine; bf16 vs the reference);
 #   3. bursts of 1, 16 and 64 requests at LLaDA-8B's shape (random bf16 weights, prompt 256 + 256
 #      generated, block 32, one token per step): tok/s and Refresh / Reuse step milliseconds, with
-#      CUDA graphs, and N=1 eager for comparison.
+#      CUDA graphs; N=1 eager, and an older engine ($BASELINE, if there) for comparison.
 #   --dry-run   the same steps at tiny size on the CPU (part of the test suite)
 #
 # Python: $PYTHON, else python3 (the GPU machines' torch and triton; the project's own small
@@ -18,7 +18,7 @@
 set -uo pipefail
 
 if [[ $# -lt 1 || $1 == -* ]]; then
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -26,6 +26,7 @@ DRY=0
 [[ ${2:-} == --dry-run ]] && DRY=1
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
+BASELINE=${BASELINE:-$REPO/.baseline}  # an older backend/ + step_timing.py to time on the same card
 cd "$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 log() { echo "[$(date +%H:%M:%S)] gpu_check: $*"; }
@@ -51,23 +52,31 @@ else
     BURST_MODEL=llada-8b; BURSTS=${BURSTS:-1,16,64}; BURST_ARGS=(); export DLLM_KERNELS_ON_GPU=1
 fi
 
-log "1/3 kernel tests ($DEVICE)"
-"$PY" -m pytest -q -p no:cacheprovider tests/unit/test_paged_attention.py tests/unit/test_fused_layer_kernels.py tests/unit/test_cuda_engine.py \
-    2>&1 | tee "$OUT/kernel_tests.log" | tail -n 5
+log "1/4 kernel tests ($DEVICE)"
+"$PY" -m pytest -q -p no:cacheprovider tests/unit/test_paged_attention.py tests/unit/test_fused_layer_kernels.py \
+    tests/unit/test_cuda_engine.py 2>&1 | tee "$OUT/kernel_tests.log" | tail -n 5
 kernels=${PIPESTATUS[0]}
 [[ $kernels == 0 ]] || status=1
 
-log "2/3 engine exactness and agreement ($DEVICE)"
+log "2/4 bursts $BURSTS ($BURST_MODEL)"
+"$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts "$BURSTS" "${BURST_ARGS[@]}" \
+    --out "$OUT/bursts.json" > "$OUT/bursts.log" 2>&1 || status=1
+tail -n 5 "$OUT/bursts.log"
+
+log "3/4 engine exactness and agreement ($DEVICE)"
 "$PY" -m benchmarks.device_agreement --device "$DEVICE" --models "$MODELS" --requests "$REQUESTS" \
     --out "$OUT/agreement.json" 2>&1 | tee "$OUT/agreement.log" | grep -v '^\s*$' | tail -n 4
 agreement=${PIPESTATUS[0]}
 [[ $agreement == 0 ]] || status=1
 
-log "3/3 bursts $BURSTS ($BURST_MODEL)"
-"$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts "$BURSTS" "${BURST_ARGS[@]}" \
-    --out "$OUT/bursts.json" > "$OUT/bursts.log" 2>&1 || status=1
+log "4/4 N=1 without CUDA graphs; the engine before this work ($BASELINE) on the same card, if present"
 "$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts 1 --enforce-eager "${BURST_ARGS[@]}" \
     --out "$OUT/bursts_eager.json" > "$OUT/bursts_eager.log" 2>&1 || status=1
+if [[ -f $BASELINE/step_timing.py ]]; then
+    "$PY" "$BASELINE/step_timing.py" --model "$BURST_MODEL" --bursts "$BURSTS" "${BURST_ARGS[@]}" \
+        --label "baseline@$(cat "$BASELINE/COMMIT" 2>/dev/null)" --out "$OUT/bursts_baseline.json" \
+        > "$OUT/bursts_baseline.log" 2>&1 || status=1
+fi
 
 echo
 log "summary (kernel tests: $([[ $kernels == 0 ]] && echo pass || echo FAIL);" \
@@ -78,12 +87,12 @@ from pathlib import Path
 out = Path(sys.argv[1])
 for row in json.loads((out / "agreement.json").read_text()) if (out / "agreement.json").exists() else []:
     print("  " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "device"))
-for name in ("bursts.json", "bursts_eager.json"):
+for name in ("bursts.json", "bursts_eager.json", "bursts_baseline.json"):
     p = out / name
     if not p.exists():
         print(f"  {name}: missing (see {name[:-5]}.log)"); continue
     rep = json.loads(p.read_text())
-    mode = "eager" if rep["enforce_eager"] or not rep["graphs"] else "graphs"
+    mode = rep.get("label") or ("eager" if rep["enforce_eager"] or not rep["graphs"] else "graphs")
     print(f"  {rep['device']} {rep['model']} {mode}")
     print(f"  {'N':>4} {'tok/s':>8} {'reuse ms':>9} {'refresh ms p50/max':>19} {'graphed':>8}")
     for r in rep["bursts"]:
