@@ -3,6 +3,11 @@
 The Triton adapter and the benchmarks submit from other threads; only the loop thread touches the
 engine, so the engine itself needs no locks. Submissions and aborts are handed over through a
 lock-protected inbox that the loop drains between iterations.
+
+If an exception escapes the engine anyway (the engine isolates failing requests itself; this is the
+last line of defence), the loop does not die silently: every request it holds or has queued gets a
+final "error" output at once, later submissions raise `EngineDead`, and `dead` says why, so that the
+server can report the model as not ready instead of leaving requests hanging.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from backend.outputs import RequestOutput
 from backend.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
+
+
+class EngineDead(RuntimeError):
+    """The engine loop has stopped after an unexpected failure; no request can be served."""
 
 
 class RequestStream:
@@ -56,6 +65,7 @@ class AsyncEngine:
         self._sinks: dict[str, Callable[[RequestOutput], None]] = {}
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._dead: str | None = None  # why the loop died, once it has
         self._ids = 0
         self._stats = {"running": 0, "waiting": 0, "kv_pages_used": 0,
                        "kv_pages_total": engine.pool.allocator.num_pages}
@@ -74,6 +84,10 @@ class AsyncEngine:
                 self._ids += 1
                 request_id = f"req-{self._ids}"
             stream = RequestStream(request_id)
+            if self._dead is not None:
+                raise EngineDead(f"the engine has stopped ({self._dead}); the model must be reloaded")
+            if self._stop:  # the loop would never see it
+                raise RuntimeError("the engine is shutting down")
             self.validate(prompt_ids, params)
             self._inbox.append(("add", request_id, prompt_ids, params, on_output or stream.put))
             self._cv.notify()
@@ -93,16 +107,47 @@ class AsyncEngine:
         with self._cv:
             return dict(self._stats)
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    @property
+    def dead(self) -> str | None:
+        """None while the loop serves; after an unexpected failure, what it was."""
+        return self._dead
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Abort every request (each gets its final output), stop the loop; False if the loop thread
+        is still running after `timeout` seconds (in the middle of a long step)."""
         with self._cv:
             self._stop = True
             self._cv.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
             self._thread = None
+        return True
 
     # --- the loop thread ------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # noqa: BLE001  (whatever it is, nobody may be left waiting)
+            log.exception("dllm engine loop died; failing every request it held")
+            self._die(f"{type(e).__name__}: {e}")
+
+    def _die(self, reason: str) -> None:
+        with self._cv:
+            self._dead = reason
+            queued = [item for item in self._inbox if item[0] == "add"]
+            self._inbox = []
+        failed = [(rid, sink) for rid, sink in self._sinks.items()]
+        failed += [(item[1], item[4]) for item in queued]
+        self._sinks = {}
+        for rid, sink in failed:
+            try:
+                sink(RequestOutput(rid, [], True, "error", f"the engine has stopped ({reason})"))
+            except Exception:
+                log.exception("output callback for %s failed", rid)
+
+    def _serve(self) -> None:
         engine = self.engine
         while True:
             with self._cv:

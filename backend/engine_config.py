@@ -33,6 +33,10 @@ class EngineConfig:
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
     seed: int = 0  # random weights for preset models
     default_sampling: dict = field(default_factory=dict)  # overrides the checkpoint's generation_config.json
+    # Prompt text that spells a special token (`<|eos|>`, `<|mdm_mask|>`, a chat role marker) is
+    # tokenized as plain text unless this is set: a client's text must not smuggle control tokens.
+    # Chat models whose template is rendered on the client side need it set.
+    parse_special_tokens: bool = False
 
     def __post_init__(self):
         if self.dtype is not None and self.dtype not in DTYPES:

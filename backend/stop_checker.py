@@ -1,6 +1,15 @@
-"""End-of-generation detection on the committed prefix: stop token ids and stop strings."""
+"""End-of-generation detection on the committed prefix: stop token ids and stop strings.
+
+It runs on the engine thread for every request at every step, so its cost must grow no faster than
+linearly in the request's own size (committed tokens, stop strings): one decode of the prefix, one
+linear substring search per stop string, a KMP pass over at most the last len(stop) - 1 characters
+for the text to hold back, and decodes only near the end of the prefix to turn characters into
+tokens. Stop strings are bounded by validation (SamplingParams).
+"""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 from backend.sampling_params import SamplingParams
 
@@ -27,20 +36,66 @@ class StopChecker:
         text = self.tokenizer.decode(text_ids)
         hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
         if hits:
-            return max(self._tokens_within(text_ids, min(hits)), streamed), "stop"
+            return self._tokens_within(text_ids, min(hits), streamed), "stop"
         if eos_at is not None:
             return eos_at, "eos"
-        held = max((m for s in params.stop for m in range(1, len(s)) if text.endswith(s[:m])), default=0)
-        return max(self._tokens_within(prefix, len(text) - held), streamed), None
+        held = max(partial_match(text, s) for s in params.stop)
+        return self._tokens_within(prefix, len(text) - held, streamed), None
 
-    def _tokens_within(self, prefix: list[int], chars: int) -> int:
-        """The most leading tokens whose decoded text is at most `chars` characters (binary search:
-        the decoded length grows with the number of tokens)."""
-        lo, hi = 0, len(prefix)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(self.tokenizer.decode(prefix[:mid])) <= chars:
-                lo = mid
-            else:
-                hi = mid - 1
+    def _tokens_within(self, prefix: list[int], chars: int, streamed: int) -> int:
+        """max(streamed, the most leading tokens whose decoded text is at most `chars` characters).
+
+        The decoded length grows with the number of tokens. The answer is usually a few tokens
+        from the end (what is held back is shorter than a stop string), so the search gallops back
+        from the end, then bisects: O(log distance) decodes of the prefix."""
+        def fits(k: int) -> bool:
+            return len(self.tokenizer.decode(prefix[:k])) <= chars
+
+        hi = len(prefix)
+        if hi <= streamed or fits(hi):
+            return max(hi, streamed)
+        step = 1
+        while True:  # prefix[:hi] does not fit
+            lo = max(hi - step, streamed)
+            if fits(lo):
+                break
+            if lo == streamed:
+                return streamed
+            hi, step = lo, step * 2
+        while hi - lo > 1:  # prefix[:lo] fits, prefix[:hi] does not
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         return lo
+
+
+def partial_match(text: str, stop: str) -> int:
+    """The length of the longest end of `text` that is a proper beginning of `stop` (what must be
+    held back because the next tokens could complete the stop string). Linear in len(stop): a KMP
+    pass over at most the last len(stop) - 1 characters of the text."""
+    tail = text[max(0, len(text) - len(stop) + 1):] if len(stop) > 1 else ""
+    if not tail or stop[0] not in tail:
+        return 0
+    fail = _failure(stop)
+    j = 0
+    for c in tail:
+        while j and c != stop[j]:
+            j = fail[j - 1]
+        if c == stop[j]:
+            j += 1
+            if j == len(stop):  # a whole occurrence (not expected: hits are found first)
+                j = fail[j - 1]
+    return j
+
+
+@lru_cache(maxsize=1024)
+def _failure(s: str) -> tuple[int, ...]:
+    """KMP failure function: f[i] = length of the longest proper border of s[:i + 1]."""
+    f = [0] * len(s)
+    k = 0
+    for i in range(1, len(s)):
+        while k and s[i] != s[k]:
+            k = f[k - 1]
+        if s[i] == s[k]:
+            k += 1
+        f[i] = k
+    return tuple(f)

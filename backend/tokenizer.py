@@ -31,6 +31,8 @@ class Tokenizer:
         path = Path(path)
         self.path = path
         self._tok = self._load(path)
+        self._plain: HFTokenizer | None = None
+        self._max_token_bytes: int | None = None
         tcfg = self._read_json(path / "tokenizer_config.json")
         mcfg = self._read_json(path / "config.json")
         self.chat_template = self._chat_template(path, tcfg)
@@ -95,8 +97,30 @@ class Tokenizer:
     def stop_token_ids(self) -> list[int]:
         return [t for t in (self.eos_token_id, self.eot_token_id) if t is not None]
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+    def encode(self, text: str, add_special_tokens: bool = False, parse_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`. `parse_special_tokens=False`: text that spells a special token (such as
+        `<|eos|>`) is split like any other text instead of becoming that token (what a server does
+        with a client's prompt; see EngineConfig.parse_special_tokens)."""
+        tok = self._tok if parse_special_tokens else self._plain_text_tokenizer()
+        return tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def _plain_text_tokenizer(self) -> HFTokenizer:
+        # A copy with special-token matching off, made once: toggling the flag on the shared
+        # tokenizer per call would race with other threads encoding.
+        if self._plain is None:
+            plain = HFTokenizer.from_str(self._tok.to_str())
+            plain.encode_special_tokens = True
+            self._plain = plain
+        return self._plain
+
+    @property
+    def max_token_bytes(self) -> int:
+        """The most UTF-8 bytes of text one token can stand for (at least 4, one character), an upper
+        bound that lets a prompt be measured against the context before it is tokenized."""
+        if self._max_token_bytes is None:
+            vocab = self._tok.get_vocab(with_added_tokens=True)
+            self._max_token_bytes = max([4, *(len(t.encode("utf-8")) for t in vocab)])
+        return self._max_token_bytes
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)

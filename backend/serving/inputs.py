@@ -9,17 +9,25 @@ Sampling parameters come from two places, merged in this order (later wins):
    how gRPC clients pass `parameters=`;
 2. the `sampling_parameters` input: a JSON object (values may be strings).
 The boolean inputs (`stream`, `exclude_input_in_output`, ...) may also come as request parameters,
-so `{"text_input": ..., "parameters": {"stream": true}}` works too.
+so `{"text_input": ..., "parameters": {"stream": true}}` works too. A null value is the same as
+leaving the key out.
+
+Sizes are checked before any work that grows with them: the prompt's bytes before it is decoded
+(the caller passes the limit: what the model's context can hold), JSON text before it is parsed.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from backend.param_parsing import parse_json_object, show
+
+# Longest JSON text read from `sampling_parameters` or the request parameters: sampling parameters
+# hold a dozen scalars and at most 16 stop strings of 256 characters.
+MAX_JSON_CHARS = 64 * 1024
 FLAG_INPUTS = ("stream", "exclude_input_in_output", "return_finish_reason", "return_num_input_tokens",
                "return_num_output_tokens")
 
@@ -40,20 +48,25 @@ class GenerateRequest:
     sampling: dict = field(default_factory=dict)  # raw values; the engine validates them
 
 
-def _single(name: str, arr: np.ndarray):
+def _single(name: str, arr) -> object:
     arr = np.asarray(arr)
     if arr.size != 1:
         raise InvalidInput(f"{name}: expected exactly one element, got shape {list(arr.shape)}")
     return arr.reshape(-1)[0]
 
 
-def _text(name: str, value) -> str:
+def _text(name: str, value, max_bytes: int | None = None) -> str:
     if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value)
+        if max_bytes is not None and len(value) > max_bytes:
+            raise InvalidInput(f"{name}: {len(value)} bytes exceed the limit of {max_bytes}")
         try:
-            return bytes(value).decode("utf-8")
+            return value.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvalidInput(f"{name}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     if isinstance(value, str):
+        if max_bytes is not None and len(value) > max_bytes // 4 and len(value.encode("utf-8")) > max_bytes:
+            raise InvalidInput(f"{name}: {len(value.encode('utf-8'))} bytes exceed the limit of {max_bytes}")
         return value
     raise InvalidInput(f"{name}: expected a string (BYTES), got {type(value).__name__}")
 
@@ -65,25 +78,24 @@ def _flag(name: str, value) -> bool:
         return value.strip().lower() == "true"
     if isinstance(value, (int, np.integer)) and value in (0, 1):
         return bool(value)
-    raise InvalidInput(f"{name}: expected a boolean, got {value!r}")
+    raise InvalidInput(f"{name}: expected a boolean, got {show(value)}")
 
 
 def _json_object(name: str, text: str) -> dict:
     try:
-        value = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"{name}: not valid JSON ({e.msg} at position {e.pos})") from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{name}: expected a JSON object, got {type(value).__name__}")
-    return value
+        return parse_json_object(name, text, MAX_JSON_CHARS)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
 
 
-def parse_request(get_input: Callable[[str], np.ndarray | None], parameters_json: str = "") -> GenerateRequest:
-    """`get_input(name)` returns the input's numpy array or None when the client did not send it."""
+def parse_request(get_input: Callable[[str], np.ndarray | None], parameters_json: str = "",
+                  max_prompt_bytes: int | None = None) -> GenerateRequest:
+    """`get_input(name)` returns the input's numpy array or None when the client did not send it.
+    `max_prompt_bytes`: longer prompts are refused before they are decoded."""
     raw = get_input("text_input")
     if raw is None:
         raise InvalidInput("text_input: missing (a BYTES tensor holding the prompt)")
-    prompt = _text("text_input", _single("text_input", raw))
+    prompt = _text("text_input", _single("text_input", raw), max_prompt_bytes)
     if not prompt:
         raise InvalidInput("text_input: empty prompt")
 
@@ -93,14 +105,14 @@ def parse_request(get_input: Callable[[str], np.ndarray | None], parameters_json
         arr = get_input(name)
         if arr is not None:
             flags[name] = _flag(name, _single(name, arr))
-        elif name in sampling:
+        elif sampling.get(name) is not None:
             flags[name] = _flag(name, sampling[name])
         sampling.pop(name, None)
 
     sp = get_input("sampling_parameters")
     if sp is not None:
-        sampling.update(_json_object("sampling_parameters", _text("sampling_parameters", _single("sampling_parameters",
-                                                                                                   sp))))
+        text = _text("sampling_parameters", _single("sampling_parameters", sp), MAX_JSON_CHARS)
+        sampling.update(_json_object("sampling_parameters", text))
     req = GenerateRequest(prompt=prompt, sampling=sampling, **flags)
     if req.stream and flags.get("exclude_input_in_output") is False:
         raise InvalidInput("exclude_input_in_output: must be true (or unset) when streaming; "

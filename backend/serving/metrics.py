@@ -3,10 +3,23 @@
 Triton serves them on its metrics port next to its own `nv_*` metrics. Only the response thread
 updates them (never the engine loop): each update is a call into the backend's C++ side.
 
+Two hazards of Triton 2.51's metric API shape this class:
+- Series are shared by name and labels across model instances, and the first owner to delete one
+  frees it under the others (heap corruption in `Metric::Observe` when an instance unloads while its
+  successor, same labels, is loaded). Every series therefore carries the instance name and the
+  stub's process id, so no two live instances ever share one.
+- A metric call is a synchronous round trip to the server that holds the stub's lock on its
+  messages and the GIL; if the server exits in the middle, the stub deadlocks and never exits. So
+  gauges are set only when they change, no call is made once the server process is gone, and after
+  `close` (finalize) every call is a no-op.
+
 `pb` is `triton_python_backend_utils`, passed in so that this module imports without Triton.
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 # Bucket edges in seconds: a tiny model on a CPU answers in milliseconds, an 8B model under load in
 # minutes.
@@ -36,8 +49,12 @@ GAUGES = {
 
 
 class ServingMetrics:
-    def __init__(self, pb, model: str, version: str, instance: str):
-        self._labels = {"model": model, "version": str(version)}
+    def __init__(self, pb, model: str, version: str, instance: str, pid: int | None = None):
+        self._labels = {"model": model, "version": str(version), "instance": instance,
+                        "pid": str(os.getpid() if pid is None else pid)}
+        self._server_pid = os.getppid()
+        self._lock = threading.Lock()
+        self._closed = False
         family = pb.MetricFamily
         self._families = {}
         for key, (name, doc) in COUNTERS.items():
@@ -46,44 +63,60 @@ class ServingMetrics:
             self._families[key] = family(name=name, description=doc, kind=family.HISTOGRAM)
         for key, (name, doc) in GAUGES.items():
             self._families[key] = family(name=name, description=doc, kind=family.GAUGE)
-        self._prompt = self._families["prompt_tokens"].Metric(labels=self._labels)
-        self._generated = self._families["generation_tokens"].Metric(labels=self._labels)
+        self._counters = {key: self._families[key].Metric(labels=self._labels)
+                          for key in ("prompt_tokens", "generation_tokens")}
         self._hist = {key: self._families[key].Metric(labels=self._labels, buckets=buckets)
                       for key, (_, _, buckets) in HISTOGRAMS.items()}
-        # Gauges carry the instance too: with several instances each reports its own engine.
-        gauge_labels = {**self._labels, "instance": instance}
-        self._gauges = {key: self._families[key].Metric(labels=gauge_labels) for key in GAUGES}
+        self._gauges = {key: self._families[key].Metric(labels=self._labels) for key in GAUGES}
+        self._gauge_values: dict[str, float] = {}
         self._by_reason = {}
+
+    def _usable(self) -> bool:
+        """Whether a call may be made now (call with the lock held)."""
+        return not self._closed and os.getppid() == self._server_pid
 
     def request_finished(self, finish_reason: str | None, prompt_tokens: int, output_tokens: int,
                          end_to_end: float | None, forwards: int) -> None:
-        reason = finish_reason or "unknown"
-        if reason not in self._by_reason:
-            self._by_reason[reason] = self._families["requests"].Metric(
-                labels={**self._labels, "finish_reason": reason})
-        self._by_reason[reason].increment(1)
-        self._prompt.increment(prompt_tokens)
-        self._generated.increment(output_tokens)
-        if end_to_end is not None:
-            self._hist["end_to_end"].observe(end_to_end)
-        if forwards > 0 and output_tokens > 0:
-            self._hist["tokens_per_forward"].observe(output_tokens / forwards)
+        with self._lock:
+            if not self._usable():
+                return
+            reason = finish_reason or "unknown"
+            if reason not in self._by_reason:
+                self._by_reason[reason] = self._families["requests"].Metric(
+                    labels={**self._labels, "finish_reason": reason})
+            self._by_reason[reason].increment(1)
+            self._counters["prompt_tokens"].increment(prompt_tokens)
+            self._counters["generation_tokens"].increment(output_tokens)
+            if end_to_end is not None:
+                self._hist["end_to_end"].observe(end_to_end)
+            if forwards > 0 and output_tokens > 0:
+                self._hist["tokens_per_forward"].observe(output_tokens / forwards)
 
     def observe_first_delta(self, seconds: float) -> None:
-        self._hist["first_delta"].observe(seconds)
+        self._observe("first_delta", seconds)
 
     def observe_between_deltas(self, seconds: float) -> None:
-        self._hist["between_deltas"].observe(seconds)
+        self._observe("between_deltas", seconds)
+
+    def _observe(self, key: str, seconds: float) -> None:
+        with self._lock:
+            if self._usable():
+                self._hist[key].observe(seconds)
 
     def set_engine_stats(self, stats: dict) -> None:
-        for key, gauge in self._gauges.items():
-            if key in stats:
-                gauge.set(float(stats[key]))
+        with self._lock:
+            for key, gauge in self._gauges.items():
+                if key in stats and self._gauge_values.get(key) != float(stats[key]) and self._usable():
+                    gauge.set(float(stats[key]))
+                    self._gauge_values[key] = float(stats[key])
 
     def close(self) -> None:
-        # Drop every reference to backend-side objects so that the model can unload.
-        self._gauges.clear()
-        self._hist.clear()
-        self._by_reason.clear()
-        self._families.clear()
-        self._prompt = self._generated = None
+        """Delete every series (the instance is unloading: its successor must not see them), metrics
+        before their families, and make any later call a no-op."""
+        with self._lock:
+            self._closed = True
+            self._gauges.clear()
+            self._hist.clear()
+            self._by_reason.clear()
+            self._counters.clear()
+            self._families.clear()

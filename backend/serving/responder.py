@@ -55,12 +55,12 @@ class Responder:
         self._thread.start()
 
     def submit(self, request_id: str, sender, tracker: RequestTracker, prompt_ids: list[int], params) -> None:
-        """Hand a request to the engine. An invalid request raises the engine's ValueError (naming the
-        field) before anything is registered; the caller answers it. Once registered, the stream's
-        sender belongs to the response thread alone: polling is_cancelled() on a sender that another
-        thread has closed crashes tritonserver 2.51 (segfault in TRITONBACKEND_ResponseFactoryIsCancelled),
-        so a later failure is answered by the response thread too."""
-        self._engine.validate(prompt_ids, params)
+        """Hand a validated request to the engine (the caller has validated it: see intake.py). From
+        here on the stream's sender belongs to the response thread alone, failures included:
+        polling is_cancelled() on a sender that another thread has closed crashes tritonserver 2.51
+        (segfault in TRITONBACKEND_ResponseFactoryIsCancelled). An engine that refuses the request
+        anyway (a ValueError naming the field) gets INVALID_ARG; any other failure (the engine loop
+        has died) INTERNAL."""
         self._queue.put((_NEW, request_id, _Active(sender, tracker)))
         try:
             self._engine.submit(prompt_ids, params, request_id=request_id,
@@ -70,10 +70,13 @@ class Responder:
             message = str(e) if invalid else f"internal error: {type(e).__name__}: {e}"
             self._queue.put((_FAIL, request_id, (message, invalid)))
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish the queued work (call after the engine has shut down and sent its last outputs)."""
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Finish the queued work (call after the engine has shut down and sent its last outputs),
+        close the streams the engine never finished, and end the thread: after this no sender is
+        touched. False if the thread is still busy after `timeout` seconds."""
         self._queue.put((_STOP, None, None))
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def num_active(self) -> int:
@@ -106,8 +109,8 @@ class Responder:
                     self._update_gauges()
             except Exception:  # one bad response must not stop the thread that serves all the others
                 log.exception("dllm responder: failed handling %s for %s", kind, request_id)
-        self._close_leftovers()
         self._update_gauges()
+        self._close_leftovers()
 
     def _on_output(self, request_id: str, out) -> None:
         entry = self._active.get(request_id)
@@ -197,8 +200,17 @@ class Responder:
                     self._cancel(request_id, entry)
 
     def _close_leftovers(self) -> None:
-        """Requests the engine never finished (it died or was shut down): close their streams."""
+        """Requests the engine never finished (it was shut down mid-step): close their streams, and
+        those of requests registered after the stop (none are expected: Triton calls no execute
+        once it finalizes)."""
         pb = self._pb
+        while True:
+            try:
+                kind, request_id, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == _NEW:
+                self._active[request_id] = payload
         for entry in self._active.values():
             try:
                 entry.sender.send(pb.InferenceResponse(error=pb.TritonError(

@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from backend.async_engine import AsyncEngine
+from backend.async_engine import AsyncEngine, EngineDead
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
 from backend.models import random_model
@@ -106,3 +106,26 @@ def test_async_iteration_and_shutdown_aborts_pending(model):
     pending = front.submit([1, 2, 3], SamplingParams(max_tokens=256, block_length=4, ignore_eos=True))
     front.shutdown()
     assert list(pending)[-1].finish_reason == "abort"
+
+
+def test_a_dying_loop_fails_every_request_and_refuses_new_ones(model):
+    # Fault injection: an exception escapes Engine.step (the engine isolates request failures
+    # itself; this is the loop's last line of defence). Nobody may be left waiting.
+    engine = _engine(model)
+    real_step, steps = engine.step, []
+
+    def failing_step():
+        steps.append(1)
+        if len(steps) == 3:
+            raise IndexError("list index out of range")
+        return real_step()
+
+    engine.step = failing_step
+    front = AsyncEngine(engine).start()
+    streams = [front.submit([1, 2, 3], SP) for _ in range(3)]
+    finals = [[o for o in s if o.finished][-1] for s in streams]  # each iteration ends with the final one
+    assert all(o.finish_reason == "error" and "IndexError" in o.error for o in finals)
+    assert front.dead == "IndexError: list index out of range"
+    with pytest.raises(EngineDead, match="engine has stopped"):
+        front.submit([1, 2, 3], SP)
+    assert front.shutdown(timeout=5)

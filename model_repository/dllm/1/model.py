@@ -2,9 +2,16 @@
 
 `initialize` builds the engine from the settings (backend/serving/settings.py) and starts two
 threads: the engine loop (backend.async_engine) and the response thread (backend/serving/responder.py).
-`execute` only validates, tokenizes and hands each request over, then returns: responses are sent
-from the response thread as the engine commits tokens. `finalize` stops both threads and drops every
-reference to Triton objects, so that the model can unload and reload.
+`execute` only validates, tokenizes and hands each request over (backend/serving/intake.py), then
+returns: responses are sent from the response thread as the engine commits tokens. A client's mistake
+is answered INVALID_ARG with a message that starts with the field's name; our own failures INTERNAL,
+"internal error: ...". `finalize` stops both threads, deletes the metric series and drops every
+reference to Triton objects before it returns, so that the model can unload and load again while
+clients stream.
+
+If the engine loop dies (an exception escaped the engine), every pending and later request is
+answered INTERNAL at once and `is_ready()` turns false (Triton versions whose Python backend asks the
+model; 2.51 does not, so there only the errors and the log say it).
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ except ImportError:  # running from a checkout whose project is not installed: t
 from backend.async_engine import AsyncEngine  # noqa: E402
 from backend.engine import Engine  # noqa: E402
 from backend.engine_config import EngineConfig  # noqa: E402
-from backend.serving.inputs import parse_request  # noqa: E402
+from backend.serving.inputs import InvalidInput  # noqa: E402
+from backend.serving.intake import Intake, PromptLimits  # noqa: E402
 from backend.serving.metrics import ServingMetrics  # noqa: E402
 from backend.serving.request_tracker import RequestTracker  # noqa: E402
 from backend.serving.responder import Responder  # noqa: E402
 from backend.serving.settings import load_settings  # noqa: E402
+from backend.serving.stub_reaper import StubReaper  # noqa: E402
 
 
 def _input(request, name: str):
@@ -54,13 +63,19 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"tokenizer: {config.model} has no tokenizer (text in, text out needs one); set `tokenizer` "
                 "to a directory holding tokenizer.json")
-        self.tokenizer = engine.tokenizer
+        self.tokenizer = tokenizer = engine.tokenizer
         self.engine = AsyncEngine(engine).start()
+        limits = PromptLimits(engine.model_config.max_sequence_length, tokenizer.max_token_bytes,
+                              engine.model_config.mask_token_id)
+        self.intake = Intake(lambda text: tokenizer.encode(text, parse_special_tokens=config.parse_special_tokens),
+                             engine.make_params, self.engine.validate, limits)
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"],
                                       args["model_instance_name"])
         self.responder = Responder(self.engine, pb_utils, self.metrics, log_info=pb_utils.Logger.log_info)
         self.responder.start()
+        self.reaper = StubReaper.for_this_stub()
         self._ids = itertools.count()
+        self._death_logged = False
         pb_utils.Logger.log_info(
             f"dllm: model {config.model} on {engine.model.device} ({engine.model.dtype}), "
             f"{engine.pool.allocator.num_pages} K/V pages; settings from {settings.sources or ['defaults']}")
@@ -70,20 +85,32 @@ class TritonPythonModel:
             self._accept(request)
         return None
 
+    def is_ready(self) -> bool:
+        return self.engine is not None and self.engine.dead is None
+
     def _accept(self, request) -> None:
         sender = request.get_response_sender()
+        dead = self.engine.dead
+        if dead is not None:
+            if not self._death_logged:
+                self._death_logged = True
+                pb_utils.Logger.log_error(f"dllm: the engine loop has stopped ({dead}); failing every request "
+                                          "until the model is reloaded")
+            self._fail(sender, f"internal error: the engine has stopped ({dead}); the model must be reloaded",
+                       pb_utils.TritonError.INTERNAL)
+            return
         try:
-            parsed = parse_request(lambda name: _input(request, name), request.parameters())
-            prompt_ids = self.tokenizer.encode(parsed.prompt)
-            params = self.engine.engine.make_params(parsed.sampling)
-            tracker = RequestTracker(parsed, len(prompt_ids), self.tokenizer.decode)
-            # Our own id: clients may reuse theirs (or send none), the engine needs unique ones.
-            request_id = f"{request.request_id() or 'req'}#{next(self._ids)}"
-            self.responder.submit(request_id, sender, tracker, prompt_ids, params)
-        except ValueError as e:  # the message starts with the field's name
+            prepared = self.intake.prepare(lambda name: _input(request, name), request.parameters())
+        except InvalidInput as e:  # the message starts with the field's name
             self._fail(sender, str(e), pb_utils.TritonError.INVALID_ARG)
+            return
         except Exception as e:
             self._fail(sender, f"internal error: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
+            return
+        tracker = RequestTracker(prepared.request, len(prepared.prompt_ids), self.tokenizer.decode)
+        # Our own id: clients may reuse theirs (or send none), the engine needs unique ones.
+        request_id = f"{request.request_id() or 'req'}#{next(self._ids)}"
+        self.responder.submit(request_id, sender, tracker, prepared.prompt_ids, prepared.params)
 
     @staticmethod
     def _fail(sender, message: str, code) -> None:
@@ -91,11 +118,18 @@ class TritonPythonModel:
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def finalize(self):
-        # Order matters: the engine's shutdown sends a final output for every pending request, then
-        # the response thread sends them out and stops.
+        # Order matters: the engine's shutdown sends a final output for every pending request, the
+        # response thread sends them out and ends (no sender is touched after it), then the metric
+        # series go (before a successor instance can create the same ones), and the stub's watcher.
         pending = self.responder.num_active
-        self.engine.shutdown()
-        self.responder.stop()
+        engine_stopped = self.engine.shutdown(timeout=30)
+        responder_stopped = self.responder.stop(timeout=30)
         self.metrics.close()
-        self.engine = self.responder = self.metrics = self.tokenizer = None
+        if self.reaper is not None:
+            self.reaper.stop()
+        busy = [name for name, done in (("engine loop", engine_stopped), ("response thread", responder_stopped))
+                if not done]
+        if busy:
+            pb_utils.Logger.log_warn(f"dllm: finalize went on with the {' and '.join(busy)} still busy")
+        self.engine = self.responder = self.metrics = self.tokenizer = self.intake = self.reaper = None
         pb_utils.Logger.log_info(f"dllm: engine stopped ({pending} requests were still active)")

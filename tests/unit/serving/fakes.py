@@ -47,11 +47,13 @@ class Metric:
 
 class MetricFamily:
     COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
-    created: dict = {}
+    created: dict = {}  # name -> the latest family of that name
+    every: list = []  # every family made, in order (the server shares a series between families)
 
     def __init__(self, name, description, kind):
         self.name, self.kind, self.metrics = name, kind, []
         MetricFamily.created[name] = self
+        MetricFamily.every.append(self)
 
     def Metric(self, labels, buckets=None):  # noqa: N802 (Triton's name)
         if (self.kind == self.HISTOGRAM) != (buckets is not None):

@@ -1,9 +1,11 @@
 """The response thread with a fake engine and fake Triton objects: sending, errors, cancellation, metrics."""
 
+import os
 import time
 
 import pytest
 
+from backend.async_engine import EngineDead
 from backend.serving.inputs import GenerateRequest
 from backend.serving.metrics import ServingMetrics
 from backend.serving.request_tracker import RequestTracker
@@ -89,20 +91,9 @@ def test_abort_without_cancellation_means_unloading(setup):
     assert sender.sent[-1][0].error.code == pb.TritonError.UNAVAILABLE
 
 
-def test_rejected_submission_raises_and_sends_nothing():
-    engine = FakeEngine(reject="max_tokens: too long")
-    responder = Responder(engine, pb, None, poll_interval=0.01)
-    responder.start()
-    sender = Sender()
-    with pytest.raises(ValueError, match="^max_tokens"):
-        responder.submit("x", sender, RequestTracker(GenerateRequest("p"), 1, decode), [1], None)
-    wait(lambda: responder.num_active == 0)
-    responder.stop()
-    assert sender.sent == []
-
-
 @pytest.mark.parametrize("failure, code", [(RuntimeError("engine loop is gone"), "INTERNAL"),
-                                           (ValueError("request_id: already in use"), "INVALID_ARG")])
+                                           (EngineDead("the engine has stopped (IndexError: 3)"), "INTERNAL"),
+                                           (ValueError("max_tokens: too long"), "INVALID_ARG")])
 def test_failure_after_registration_is_answered_by_the_response_thread(failure, code):
     # Once registered, only the response thread touches the sender (Triton 2.51 crashes when a
     # closed sender is polled), so submit does not raise and that thread sends the error.
@@ -131,4 +122,5 @@ def test_gauges_follow_engine_stats(setup):
     gauges = {f: MetricFamily.created[f].metrics[0] for f in ("dllm:num_requests_running", "dllm:kv_pages_total")}
     wait(lambda: gauges["dllm:num_requests_running"].value == 1)
     assert gauges["dllm:kv_pages_total"].value == 8
-    assert gauges["dllm:kv_pages_total"].labels == {"model": "dllm", "version": "1", "instance": "dllm_0"}
+    assert gauges["dllm:kv_pages_total"].labels == {"model": "dllm", "version": "1", "instance": "dllm_0",
+                                                    "pid": str(os.getpid())}
