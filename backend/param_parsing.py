@@ -25,6 +25,26 @@ _show.maxlist = _show.maxdict = 4
 _show.maxlevel = 2
 
 
+class LongInteger:
+    """An integer literal too long to convert, kept as its digit count so that the field it was
+    given for can refuse it by name (Python refuses to convert more than 4300 digits)."""
+
+    def __init__(self, literal: str):
+        self.digits = len(literal.lstrip("+-"))
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.digits} digits>"
+
+
+def _json_int(literal: str):
+    return LongInteger(literal) if len(literal.lstrip("+-")) > MAX_INT_DIGITS else int(literal)
+
+
+def loads(text: str):
+    """json.loads, with integer literals longer than MAX_INT_DIGITS read as LongInteger."""
+    return json.loads(text, parse_int=_json_int)
+
+
 def show(value) -> str:
     """A short, safe rendering of a client's value for an error message (never megabytes, never a
     RecursionError on deep nesting)."""
@@ -47,6 +67,8 @@ def parse_bool(name: str, v) -> bool:
 def parse_int(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
     """An integer (also from an integral float or a decimal string), in [lo, hi] when given."""
     out = None
+    if isinstance(v, LongInteger):
+        raise ValueError(f"{name}: integer of {v.digits} digits is out of range")
     if isinstance(v, bool):
         pass
     elif isinstance(v, int):
@@ -59,7 +81,7 @@ def parse_int(name: str, v, lo: int | None = None, hi: int | None = None) -> int
         if 0 < len(digits) <= MAX_INT_DIGITS and digits.isascii() and digits.isdigit():
             out = int(text)
         elif len(digits) > MAX_INT_DIGITS and digits.isascii() and digits.isdigit():
-            raise ValueError(f"{name}: integer with {len(digits)} digits is out of range")
+            raise ValueError(f"{name}: integer of {len(digits)} digits is out of range")
     if out is None:
         raise ValueError(f"{name}: expected an integer, got {show(v)}")
     _check_range(name, out, lo, hi)
@@ -69,6 +91,8 @@ def parse_int(name: str, v, lo: int | None = None, hi: int | None = None) -> int
 def parse_float(name: str, v, lo: float | None = None, hi: float | None = None) -> float:
     """A finite number (also from a decimal string), in [lo, hi] when given."""
     out = None
+    if isinstance(v, LongInteger):
+        raise ValueError(f"{name}: number of {v.digits} digits is out of range")
     if isinstance(v, bool):
         pass
     elif isinstance(v, (int, float)):
@@ -103,7 +127,7 @@ def parse_stop(name: str, v, max_count: int, max_chars: int) -> list[str]:
     # The longest JSON text a valid list can take: every character escaped as \uXXXX.
     if isinstance(v, str) and v.lstrip().startswith("[") and len(v) <= max_count * (6 * max_chars + 4) + 2:
         try:  # a JSON list passed as a string
-            parsed = json.loads(v)
+            parsed = loads(v)
         except (ValueError, RecursionError):
             parsed = None
         v = parsed if isinstance(parsed, list) else [v]
@@ -127,13 +151,13 @@ def parse_json_object(name: str, text: str, max_chars: int) -> dict:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{name}: not valid JSON ({e.msg} at position {e.pos})") from None
     except RecursionError:
         raise ValueError(f"{name}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as e:  # e.g. an integer literal longer than Python converts
-        raise ValueError(f"{name}: not valid JSON ({e})") from None
+    except ValueError as e:  # not expected (long integers are read as LongInteger); still named
+        raise ValueError(f"{name}: not valid JSON ({show(str(e))})") from None
     if json_depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"{name}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(value, dict):

@@ -130,7 +130,8 @@ class SamplingParams:
         given = {}
         for key, raw in values.items():
             if key not in cls._CONVERTERS:
-                name = key if isinstance(key, str) and key.isidentifier() and len(key) <= 64 else show(key)
+                plain = isinstance(key, str) and key.isascii() and key.isidentifier() and len(key) <= 64
+                name = key if plain else show(key)
                 raise ValueError(f"{name}: unknown sampling parameter; known: {sorted(cls._CONVERTERS)}")
             if raw is not None:
                 given[key] = cls._CONVERTERS[key](key, raw)

@@ -18,7 +18,7 @@ from backend.serving.inputs import GenerateRequest, InvalidInput, parse_request
 
 # A client error names its field first ("max_tokens: ..."); a ValueError without that shape comes
 # from somewhere we did not expect and is treated as our failure.
-_FIELD_FIRST = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}: |^'.*': ")
+_FIELD_FIRST = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}: |^'.*': |^\".*\": ")
 # The engine calls the prompt "prompt"; the client sent it as `text_input`.
 _ENGINE_PROMPT = "prompt: "
 

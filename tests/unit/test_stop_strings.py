@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
@@ -59,3 +63,31 @@ def test_stop_string_before_an_eos_of_the_same_step_wins():
     # No EOS: the possible start of a stop string is held back.
     held = SamplingParams(max_tokens=8, block_length=8, stop=["cd"])
     assert checker.check([0, 2], held, streamed=0) == (1, None)
+
+
+def _held_naive(text: str, stop: str) -> int:
+    return max((m for m in range(1, len(stop)) if text.endswith(stop[:m])), default=0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text("ab", max_size=14), st.text("ab", min_size=1, max_size=9))
+def test_partial_match_is_the_longest_held_back_start(text, stop):
+    from backend.stop_checker import partial_match
+
+    if stop not in text:
+        assert partial_match(text, stop) == _held_naive(text, stop)
+
+
+def test_stop_check_cost_is_linear_in_the_stop_strings():
+    # A million-character stop string (validation refuses it; the checker must not depend on that)
+    # costs a linear pass, not the quadratic hold-back that stalled every other request.
+    from types import SimpleNamespace
+
+    from backend.stop_checker import StopChecker, partial_match
+
+    checker = StopChecker(_CharTokenizer(), [99])
+    params = SimpleNamespace(ignore_eos=False, stop=["a" * 999_999 + "b"])
+    start = time.perf_counter()
+    assert checker.check([0] * 50, params, streamed=0) == (0, None)  # "aaa...": all could start the stop
+    assert partial_match("a" * 1_000_000, "a" * 999_999 + "b") == 999_999
+    assert time.perf_counter() - start < 5.0

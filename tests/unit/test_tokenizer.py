@@ -93,3 +93,20 @@ def test_vocab_merges_fallback_matches_tokenizer_json(tmp_path):
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         Tokenizer(tmp_path)
+
+
+def test_special_token_text_parsed_only_when_asked(tok_dir):
+    tok = Tokenizer(tok_dir)
+    text = "hello <|eot_id|> world <|mdm_mask|>"
+    parsed = tok.encode(text)
+    plain = tok.encode(text, parse_special_tokens=False)
+    assert tok.eot_token_id in parsed and tok.mask_token_id in parsed
+    assert tok.eot_token_id not in plain and tok.mask_token_id not in plain
+    assert tok.decode(plain) == text  # the markers survive as the plain text they are
+    assert tok.encode("hello world", parse_special_tokens=False) == tok.encode("hello world")
+
+
+def test_max_token_bytes_bounds_every_token(tok_dir):
+    tok = Tokenizer(tok_dir)
+    longest = max(len(tok.decode([i], skip_special_tokens=False).encode()) for i in range(tok.vocab_size))
+    assert tok.max_token_bytes >= longest and tok.max_token_bytes >= 4
