@@ -36,7 +36,8 @@ class Engine:
         self.config = config or EngineConfig()
         self.tokenizer = tokenizer
         self.model_config = model.config
-        self.default_params = {**(default_params or {}), **self.config.default_sampling}
+        self.default_params = {**(default_params or {}), "sparse_retention": self.config.sparse_retention,
+                               **self.config.default_sampling}
         self.make_params({})  # fail at start-up, not at the first request, on bad defaults
         kv_bytes = kv_cache_bytes or self.config.kv_cache_bytes or CPU_KV_BYTES
         pages = KVPool.pages_for_budget(model.config, kv_bytes, self.config.page_size, model.dtype)
@@ -50,7 +51,8 @@ class Engine:
         # CUDA: Triton kernels for the layers and the attention over the pool (a model shared between
         # engines gets exactly this engine's choice).
         self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
-        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs(), self.kernels)
+        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs(), self.kernels,
+                                  self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
         self.requests: dict[str, Request] = {}
@@ -103,9 +105,9 @@ class Engine:
         if len(prompt_ids) + params.max_tokens > cfg.max_sequence_length:
             raise ValueError(f"max_tokens: prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceed "
                              f"the model's context of {cfg.max_sequence_length} positions")
-        if params.sparse_retention < 1.0:
-            raise ValueError("sparse_retention: head-centric sparse attention is not available yet; use 1.0")
         r = Request("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift)
+        if params.sparse_retention < 1.0 and r.cacheable >= self.config.sparse_min_cached:
+            r.retention = params.sparse_retention
         self.scheduler.check_fits(r)
         return r
 

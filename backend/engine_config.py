@@ -32,6 +32,12 @@ class EngineConfig:
     cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
     seed: int = 0  # random weights for preset models
+    # Head-centric sparse attention: the share of cached K/V each KV head keeps when a request does not
+    # say (`sparse_retention`), the fewest cacheable positions a request needs to go sparse (shorter
+    # ones stay dense: little to save), and positions next to the block that every head always keeps.
+    sparse_retention: float = 1.0
+    sparse_min_cached: int = 128
+    sparse_window: int = 0
     default_sampling: dict = field(default_factory=dict)  # overrides the checkpoint's generation_config.json
     # Prompt text that spells a special token (`<|eos|>`, `<|mdm_mask|>`, a chat role marker) is
     # tokenized as plain text unless this is set: a client's text must not smuggle control tokens.
@@ -46,6 +52,11 @@ class EngineConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.cuda_graph_max_seqs is not None and self.cuda_graph_max_seqs < 1:
             raise ValueError(f"cuda_graph_max_seqs: must be >= 1, got {self.cuda_graph_max_seqs}")
+        if not 0.0 < self.sparse_retention <= 1.0:
+            raise ValueError(f"sparse_retention: must be in (0, 1], got {self.sparse_retention}")
+        for name in ("sparse_min_cached", "sparse_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
             raise ValueError(f"kv_cache_bytes: must be >= 1, got {self.kv_cache_bytes}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

@@ -45,7 +45,9 @@ class KVPool:
         self.page_size = page_size
         self.dtype = dtype
         self.device = torch.device(device)
-        shape = (num_pages * page_size, cfg.head_dim)
+        # One page more than the allocator hands out: its first row is where padded writes go.
+        self.trash_row = num_pages * page_size
+        shape = ((num_pages + 1) * page_size, cfg.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
         self.max_pages_per_head = -(-cfg.max_sequence_length // page_size)
@@ -58,17 +60,22 @@ class KVPool:
 
     @staticmethod
     def pages_for_budget(cfg: ModelConfig, budget_bytes: int, page_size: int, dtype: torch.dtype) -> int:
-        """Pages (of one KV head each) that fit the budget."""
+        """Pages (of one KV head each) that fit the budget, the pool's trash page included."""
         per_head_slot = cfg.kv_bytes_per_token(torch.empty(0, dtype=dtype).element_size()) // cfg.num_kv_heads
-        return max(0, int(budget_bytes) // (per_head_slot * page_size))
+        return max(0, int(budget_bytes) // (per_head_slot * page_size) - 1)
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
+    @property
+    def bytes_per_page(self) -> int:
+        """K and V of one page (one KV head's slots) over all layers."""
+        return 2 * self.cfg.num_layers * self.page_size * self.cfg.head_dim * self.k[0].element_size()
+
     def bytes_held(self, request_id: str) -> int:
         """K/V bytes of the pages a request holds (what admission counts)."""
-        return len(self.allocator.owned.get(request_id, [])) * self.nbytes // self.allocator.num_pages
+        return len(self.allocator.owned.get(request_id, [])) * self.bytes_per_page
 
     # --- logical side -------------------------------------------------------------------------
     def assign(self, request_id: str, positions: list[int]) -> tuple[CacheEntry, np.ndarray]:
@@ -76,8 +83,18 @@ class KVPool:
         Pages must already be allocated for at least len(positions) slots per head. Returns the entry
         and the pool rows `[len(positions), heads]` where the slots live (where to store the K/V);
         the caller writes `table_update(entry)` to the device with its step's inputs."""
+        pos = torch.tensor(positions, dtype=torch.long)
+        entry, rows = self._entry(request_id, len(positions))
+        entry.positions = pos.expand(self.cfg.num_layers, self.heads, len(positions))
+        return entry, rows.T
+
+    def assign_sparse(self, request_id: str, keep: int) -> tuple[CacheEntry, np.ndarray]:
+        """A request whose heads each keep `keep` positions chosen during the forward (the caller sets
+        `entry.positions` once they are known). Returns the entry and the rows `[heads, keep]`."""
+        return self._entry(request_id, keep)
+
+    def _entry(self, request_id: str, n: int) -> tuple[CacheEntry, np.ndarray]:
         pages = self.allocator.owned[request_id]
-        n = len(positions)
         per_head = len(pages) // self.heads
         if per_head * self.page_size < n:
             raise RuntimeError(f"kv pool: {request_id} holds {per_head} pages per head for {n} slots")
@@ -86,13 +103,11 @@ class KVPool:
             if not self._free_rows:
                 raise RuntimeError("kv pool: more requests hold a cache than max_num_seqs allows")
             row = self._rows[request_id] = self._free_rows.pop()
-        pos = torch.tensor(positions, dtype=torch.long)
-        entry = CacheEntry(pages, row, [n] * self.heads, pos.expand(self.cfg.num_layers, self.heads, n))
+        entry = CacheEntry(pages, row, [n] * self.heads, torch.empty(self.cfg.num_layers, self.heads, 0))
         self.entries[request_id] = entry
         table = np.asarray(pages, dtype=np.int64).reshape(self.heads, per_head)
         slot = np.arange(n)
-        rows = table[:, slot // self.page_size] * self.page_size + slot % self.page_size  # [heads, n]
-        return entry, rows.T
+        return entry, table[:, slot // self.page_size] * self.page_size + slot % self.page_size  # [heads, n]
 
     def table_update(self, entry: CacheEntry) -> tuple[np.ndarray, np.ndarray]:
         """Host values of the entry's device rows: (page table [heads, max_pages_per_head], counts [heads])."""

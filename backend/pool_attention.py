@@ -13,6 +13,7 @@ import torch
 
 from backend.kv_pool import KVPool
 from backend.models import AttentionContext, PackedBatch, varlen_attention
+from backend.sparse_attention import select, store_selected
 from kernels.paged_attention import block_m_for, kernel_available, paged_attention, paged_attention_reference
 
 
@@ -26,10 +27,16 @@ class PoolAttention(AttentionContext):
         self.reuse_cu, self.reuse_table_row, self.max_reuse_rows = reuse_cu, reuse_table_row, max_reuse_rows
         self.store_src, self.store_dst = store_src, store_dst
         self.use_kernel = use_kernel
+        self.sparse_groups = []  # backend.sparse_attention.SparseGroup: Refresh requests that keep a subset
+        self.sparse_positions = None  # [layers, requests, heads, keep] what they kept, filled per layer
 
     def attend(self, layer, q, k, v, batch: PackedBatch):
         if self.store_src is not None:
             self.pool.store(layer, self.store_dst, k.index_select(0, self.store_src), v.index_select(0, self.store_src))
+        for g in self.sparse_groups:  # each head chooses what it keeps from this layer's queries and keys
+            kept = select(q, k, g)
+            store_selected(layer, k, v, g, kept, self.pool)
+            self.sparse_positions[layer, g.first:g.first + kept.shape[0], :, :g.kmax] = kept
         tr = self.refresh_rows
         if self.reuse_cu is None:
             return self._fresh(q, k, v)

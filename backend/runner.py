@@ -22,6 +22,7 @@ from backend.kv_pool import KVPool
 from backend.models import DiffusionLM, PackedBatch
 from backend.pool_attention import PoolAttention
 from backend.sequence import Phase, Request
+from backend.sparse_attention import SparseItem, plan_groups, to_group
 from backend.step_inputs import HostStager, StepInputs
 
 
@@ -36,7 +37,7 @@ class RowResults:
 
 class ModelRunner:
     def __init__(self, model: DiffusionLM, pool: KVPool | None, logit_budget_bytes: int, graphs=None,
-                 use_kernels: bool = True):
+                 use_kernels: bool = True, sparse_window: int = 0):
         self.model = model
         self.pool = pool
         self.logit_budget_bytes = logit_budget_bytes
@@ -44,6 +45,7 @@ class ModelRunner:
         self.stager = HostStager(self.device)
         self.graphs = graphs  # backend.cuda_graphs.ReuseGraphs, or None (eager)
         self.use_kernels = use_kernels  # the paged attention kernel where it can run (else its reference)
+        self.sparse_window = sparse_window  # positions next to the block that sparse heads always keep
         self.last_chunks = 0
         self.last_graphed = False  # the last forward replayed a CUDA graph
         self.last_inputs: StepInputs | None = None  # the last step's inputs (benchmarks read its shape)
@@ -59,7 +61,7 @@ class ModelRunner:
         num_refresh = len(order)
         order += [i for i, (_, ph) in enumerate(batch) if ph != Phase.REFRESH]
         ids, positions, seqlens = [], [], []
-        store_src, store_dst, updates = [], [], []
+        store_src, store_dst, updates, sparse, sparse_entries = [], [], [], [], []
         reuse_rows, reuse_table = [], []
         dec_hidden, dec_pos, dec_req = [], [], []
         offset = 0
@@ -72,11 +74,17 @@ class ModelRunner:
             seqlens.append(hi - lo)
             if refresh:
                 if self.pool is not None and self.pool.allocator.holds(r.request_id):
-                    blo, bhi = r.computed_range  # dense cache: every position outside the recomputed rows
-                    kept = [p for p in range(r.seq_len) if not blo <= p < bhi]
-                    entry, dst = self.pool.assign(r.request_id, kept)
-                    store_src.append(offset + np.asarray(kept, dtype=np.int64))
-                    store_dst.append(dst.reshape(-1))
+                    blo, bhi = r.computed_range  # cacheable: every position outside the recomputed rows
+                    kept = np.concatenate([np.arange(0, blo), np.arange(bhi, r.seq_len)]).astype(np.int64)
+                    if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
+                        entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)
+                        sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept,
+                                                 r.cached_positions, dst, self.sparse_window))
+                        sparse_entries.append(entry)
+                    else:
+                        entry, dst = self.pool.assign(r.request_id, kept.tolist())
+                        store_src.append(offset + kept)
+                        store_dst.append(dst.reshape(-1))
                     updates.append((entry.table_row, *self.pool.table_update(entry)))
             else:
                 reuse_rows.append(hi - lo)
@@ -105,10 +113,16 @@ class ModelRunner:
         if store_src:
             arrays["store_src"] = np.concatenate(store_src)
             arrays["store_dst"] = np.concatenate(store_dst)
+        groups = plan_groups(sparse, self.pool.heads, self.model.config.num_heads, self.pool.trash_row) \
+            if sparse else []
+        for i, g in enumerate(groups):
+            arrays.update({f"sparse{i}_{k}": v for k, v in g.items()})
+        if updates:
             arrays["table_rows"] = np.asarray([u[0] for u in updates], dtype=np.int64)
             arrays["tables"] = np.stack([u[1] for u in updates])
             arrays["counts"] = np.stack([u[2] for u in updates])
         t = self.stager.send(arrays)
+        sparse_groups = [to_group({k: t[f"sparse{i}_{k}"] for k in g}, g) for i, g in enumerate(groups)]
         per_req = np.bincount(np.asarray(dec_req, dtype=np.int64), minlength=len(order))
         ends = np.cumsum(per_req)
         bounds = [(int(e - c), int(e)) for c, e in zip(per_req, ends, strict=True)]
@@ -121,6 +135,8 @@ class ModelRunner:
             decode=DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"],
                               t["dec_random"]),
             sampling=any(x > 0 for x in temps), any_random=any(randoms), dec_bounds=bounds, dec_positions=dec_pos,
+            sparse_groups=sparse_groups, sparse_entries=sparse_entries,
+            sparse_keep=[it.keep for it in sparse],
         )
 
     # --- forward ------------------------------------------------------------------------------
@@ -137,7 +153,15 @@ class ModelRunner:
         ctx = PoolAttention(pool, inputs.refresh_rows, inputs.refresh_seqlens, inputs.packed.cu_seqlens[:nr + 1],
                             inputs.reuse_cu, inputs.reuse_table_row, inputs.max_reuse_rows, inputs.store_src,
                             inputs.store_dst, self.use_kernels)
-        return self.model(inputs.input_ids, inputs.packed, ctx)
+        if inputs.sparse_groups:
+            keep = inputs.sparse_keep
+            ctx.sparse_groups = inputs.sparse_groups
+            ctx.sparse_positions = torch.empty(self.model.config.num_layers, len(keep), pool.heads, max(keep),
+                                               dtype=torch.long, device=self.device)
+        hidden = self.model(inputs.input_ids, inputs.packed, ctx)
+        for i, entry in enumerate(inputs.sparse_entries):  # what each head of each layer kept
+            entry.positions = ctx.sparse_positions[:, i, :, :inputs.sparse_keep[i]]
+        return hidden
 
     # --- decode -------------------------------------------------------------------------------
     def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:

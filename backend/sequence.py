@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +42,7 @@ class Request:
     finish_reason: str | None = None
     error: str | None = None
     has_cache: bool = False  # the K/V pool holds a valid cache for the current block
+    retention: float = 1.0  # share of cacheable positions each KV head keeps (set by the engine; 1 = dense)
     num_preemptions: int = 0
     first_delta_time: float | None = None
     finish_time: float | None = None
@@ -95,9 +97,19 @@ class Request:
         return self.refresh_cost if self.needs_refresh else self.reuse_cost
 
     @property
-    def cached_positions(self) -> int:
-        """K/V slots a dense cache needs: every position outside the recomputed rows."""
+    def cacheable(self) -> int:
+        """Positions outside the recomputed rows: what a dense cache holds."""
         return 0 if self.params.cache == "none" else self.seq_len - self.reuse_cost
+
+    @property
+    def sparse(self) -> bool:
+        return self.retention < 1.0
+
+    @property
+    def cached_positions(self) -> int:
+        """K/V slots per KV head: every cacheable position, or ceil(retention x that) when sparse."""
+        n = self.cacheable
+        return n if not self.sparse else min(n, math.ceil(self.retention * n))
 
     # --- denoising bookkeeping ------------------------------------------------------------------
     def quota(self) -> int | None:

@@ -40,6 +40,9 @@ class StepInputs:
     any_random: bool  # some decoded row uses random remasking
     dec_bounds: list[tuple[int, int]] = field(default_factory=list)  # per packed request: its decode rows
     dec_positions: list[int] = field(default_factory=list)
+    sparse_groups: list = field(default_factory=list)  # backend.sparse_attention.SparseGroup per group
+    sparse_entries: list = field(default_factory=list)  # the pool entries of the sparse Refresh requests
+    sparse_keep: list[int] = field(default_factory=list)  # their slots per head
 
     @property
     def num_rows(self) -> int:
@@ -47,7 +50,7 @@ class StepInputs:
 
     @property
     def is_pure_reuse(self) -> bool:
-        return self.num_refresh == 0 and self.store_src is None and self.table_rows is None
+        return self.num_refresh == 0 and self.store_src is None and self.table_rows is None and not self.sparse_groups
 
 
 def _align(n: int) -> int:
