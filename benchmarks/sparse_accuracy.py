@@ -75,7 +75,8 @@ def main(argv=None) -> int:
                    "seconds": rep["seconds"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{'retention':>9} {'window':>6} " + " ".join(f"{t:>7}" for t in tasks.TASKS) + f" {'mean':>7} {'agree':>6}")
+    names = " ".join(f"{t:>7}" for t in tasks.TASKS)
+    print(f"\n{'retention':>9} {'window':>6} {names} {'mean':>7} {'agree':>6}")
     for r in rows:
         accs = " ".join(f"{r['accuracy'].get(t, 0):>7.1%}" for t in tasks.TASKS)
         agree = f"{r['agreement_with_dense']:.3f}" if r["agreement_with_dense"] is not None else "-"

@@ -13,7 +13,6 @@ import torch
 
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
-from backend.models import random_model
 from backend.pool_attention import PoolAttention
 from backend.sampling_params import SamplingParams
 from backend.sparse_attention import SparseItem, plan_groups, select, to_group
@@ -158,7 +157,7 @@ def test_over_admission_with_sparse_requests_queues_and_frees_everything(tiny64)
                                          max_num_seqs=8))
     rng = random.Random(6)
     ids = []
-    for i in range(10):
+    for _ in range(10):
         sp = SamplingParams(max_tokens=16, block_length=4, ignore_eos=True, sparse_retention=rng.choice([0.3, 0.6]))
         ids.append(engine.add_request([rng.randrange(1, 90) for _ in range(rng.randint(10, 30))], sp))
     finished, peak = {}, 0
