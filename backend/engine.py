@@ -6,12 +6,15 @@ import itertools
 import json
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from backend import fused_layers
 from backend.config import PRESETS
+from backend.cost_model import CostModel, calibrate
 from backend.denoise import select_commits
 from backend.engine_config import EngineConfig, MiB
 from backend.kv_pool import KVPool
@@ -27,6 +30,15 @@ from backend.tokenizer import Tokenizer
 
 CPU_KV_BYTES = 256 * MiB
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class IterationRecord:
+    seconds: float  # wall time of the iteration's forward and decode
+    predicted: float  # the cost model's prediction for what it computed and read
+    refresh_tokens: int
+    reuse_tokens: int
+    requests: int
 
 
 class Engine:
@@ -45,12 +57,15 @@ class Engine:
             raise ValueError(f"kv_cache_bytes: {kv_bytes} bytes hold no page of {self.config.page_size} slots")
         self.pool = KVPool(model.config, pages, self.config.page_size, model.dtype, model.device,
                            max_requests=self.config.max_num_seqs)
-        self.scheduler = Scheduler(SchedulerConfig(self.config.max_num_batched_tokens, self.config.max_num_seqs,
-                                                   self.config.scheduler), self.pool.allocator)
-        self.scheduler.on_free = self.pool.forget
         # CUDA: Triton kernels for the layers and the attention over the pool (a model shared between
         # engines gets exactly this engine's choice).
         self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
+        c = self.config
+        self.cost = self._cost_model()  # after the kernels: it times the forward that will run
+        self.scheduler = Scheduler(SchedulerConfig(c.max_num_batched_tokens, c.max_num_seqs, c.scheduler,
+                                                   c.refresh_spread, c.max_refresh_wait), self.pool.allocator,
+                                   self.cost, model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
+        self.scheduler.on_free = self.pool.forget
         self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs(), self.kernels,
                                   self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
@@ -59,7 +74,9 @@ class Engine:
         self._pending: list[RequestOutput] = []
         self._ids = itertools.count()
         self.stats = {"iterations": 0, "forwards": 0, "refresh_rows": 0, "reuse_rows": 0, "committed": 0,
-                      "failed": 0}
+                      "failed": 0, "refresh_tokens": 0, "reuse_tokens": 0, "iteration_seconds": 0.0}
+        # The latest iterations (time, predicted time, Refresh / Reuse tokens): metrics and benchmarks.
+        self.iteration_log: deque[IterationRecord] = deque(maxlen=4096)
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -81,6 +98,15 @@ class Engine:
 
             kv_bytes = kv_budget_after_profiling(model, cfg)
         return cls(model, cfg, tokenizer, defaults, kv_bytes)
+
+    def _cost_model(self) -> CostModel:
+        mode = self.config.cost_model
+        if mode == "fixed" or (mode == "auto" and self.model.device.type != "cuda"):
+            return CostModel()
+        from backend.memory_profile import forward_timer
+
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return calibrate(forward_timer(self.model, self.config.max_num_batched_tokens), weights)
 
     def _graphs(self):
         """Captured Reuse forwards on CUDA (unless `enforce_eager`); None means every step runs eagerly."""
@@ -141,8 +167,11 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch:
             return outputs
+        start = time.perf_counter()
         self.stats["iterations"] += 1
-        for (r, phase), res in self._run_isolated(batch, outputs):
+        done = self._run_isolated(batch, outputs)
+        self._record_iteration(batch, time.perf_counter() - start)
+        for (r, phase), res in done:
             try:
                 out = self._apply(r, phase, res)
             except Exception as e:
@@ -169,6 +198,18 @@ class Engine:
             except Exception as e:
                 outputs.append(self._fail(entry[0], "forward", e))
         return done
+
+    def _record_iteration(self, batch: list[tuple[Request, Phase]], seconds: float) -> None:
+        """What the iteration computed, how long it took and what the cost model predicted."""
+        refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
+        reuse = [r for r, ph in batch if ph != Phase.REFRESH]
+        tokens = refresh + sum(r.reuse_cost for r in reuse)
+        kv = sum(r.cached_positions for r in reuse) * self.scheduler.kv_bytes_per_position
+        it = IterationRecord(seconds, self.cost.predict(tokens, kv), refresh, tokens - refresh, len(batch))
+        self.iteration_log.append(it)
+        self.stats["refresh_tokens"] += it.refresh_tokens
+        self.stats["reuse_tokens"] += it.reuse_tokens
+        self.stats["iteration_seconds"] += seconds
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1

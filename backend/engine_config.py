@@ -27,7 +27,11 @@ class EngineConfig:
     kv_cache_bytes: int | None = None  # K/V pool size; default: 256 MiB on CPU, profiled on CUDA
     gpu_memory_utilization: float = 0.90  # CUDA: fraction of device memory the engine may use in all
     logit_budget_bytes: int = 64 * MiB  # largest logit chunk of the budgeted decode head
-    scheduler: str = "fcfs"  # "fcfs" | "static"
+    scheduler: str = "phase"  # "phase" (phase-multiplexed) | "fcfs" | "static" (baselines)
+    cost_model: str = "auto"  # "calibrate" (timed forwards at start), "fixed" (documented defaults), "auto":
+    # calibrate on CUDA, fixed elsewhere
+    refresh_spread: float = 0.5  # phase: Refresh time per iteration, as a share of a full Reuse iteration
+    max_refresh_wait: int = 4  # phase: iterations a pending Refresh may be passed over
     enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
     cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
@@ -61,8 +65,14 @@ class EngineConfig:
             raise ValueError(f"kv_cache_bytes: must be >= 1, got {self.kv_cache_bytes}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.scheduler not in ("fcfs", "static"):
-            raise ValueError(f"scheduler: must be 'fcfs' or 'static', got {self.scheduler!r}")
+        if self.scheduler not in ("phase", "fcfs", "static"):
+            raise ValueError(f"scheduler: must be 'phase', 'fcfs' or 'static', got {self.scheduler!r}")
+        if self.cost_model not in ("auto", "calibrate", "fixed"):
+            raise ValueError(f"cost_model: must be 'auto', 'calibrate' or 'fixed', got {self.cost_model!r}")
+        if self.refresh_spread < 0:
+            raise ValueError(f"refresh_spread: must be >= 0, got {self.refresh_spread}")
+        if self.max_refresh_wait < 0:
+            raise ValueError(f"max_refresh_wait: must be >= 0, got {self.max_refresh_wait}")
         if not isinstance(self.default_sampling, dict):
             raise ValueError("default_sampling: expected a JSON object")
 

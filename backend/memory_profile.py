@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from backend.decode_head import rows_per_chunk
@@ -34,3 +36,26 @@ def kv_budget_after_profiling(model: DiffusionLM, cfg: EngineConfig) -> int:
         raise RuntimeError(f"gpu_memory_utilization: {cfg.gpu_memory_utilization} of {total / 2**30:.1f} GiB leaves no "
                            f"room for the K/V cache after a {peak / 2**30:.1f} GiB profiling peak")
     return budget
+
+
+def forward_timer(model: DiffusionLM, max_tokens: int):
+    """`time(tokens) -> seconds` of one synchronised forward of `tokens` rows (sequences of at most the
+    model's context, no cache), after a warm-up: what the cost model is calibrated with."""
+    device = model.device
+    ctx = model.config.max_sequence_length
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    @torch.inference_mode()
+    def time_forward(tokens: int) -> float:
+        tokens = max(1, min(tokens, max_tokens))
+        lengths = [ctx] * (tokens // ctx) + ([tokens % ctx] if tokens % ctx else [])
+        ids = torch.zeros(tokens, dtype=torch.long, device=device)
+        batch = PackedBatch.contiguous(lengths, device)
+        model(ids, batch)  # warm-up (kernel selection, allocator)
+        sync()
+        start = time.perf_counter()
+        model(ids, batch)
+        sync()
+        return time.perf_counter() - start
+
+    return time_forward

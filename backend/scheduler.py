@@ -12,6 +12,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass
 
+from backend.cost_model import CostModel
 from backend.page_allocator import PageAllocator
 from backend.sequence import Phase, Request, Status
 
@@ -23,6 +24,8 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 4096  # token budget of one iteration
     max_num_seqs: int = 64  # requests running at once
     policy: str = "fcfs"
+    refresh_spread: float = 0.5  # phase: Refresh time allowed per iteration, as a share of a full Reuse one
+    max_refresh_wait: int = 4  # phase: iterations a Refresh may be passed over before it is taken anyway
 
     def __post_init__(self):
         if self.max_num_batched_tokens < 1:
@@ -31,12 +34,20 @@ class SchedulerConfig:
             raise ValueError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
         if self.policy not in POLICIES:
             raise ValueError(f"scheduler: unknown policy {self.policy!r}; known: {sorted(POLICIES)}")
+        if self.refresh_spread < 0:
+            raise ValueError(f"refresh_spread: must be >= 0, got {self.refresh_spread}")
+        if self.max_refresh_wait < 0:
+            raise ValueError(f"max_refresh_wait: must be >= 0, got {self.max_refresh_wait}")
 
 
 class Scheduler:
-    def __init__(self, cfg: SchedulerConfig, allocator: PageAllocator | None):
+    def __init__(self, cfg: SchedulerConfig, allocator: PageAllocator | None, cost: CostModel | None = None,
+                 kv_bytes_per_position: int = 0):
         self.cfg = cfg
         self.allocator = allocator
+        self.cost = cost or CostModel()  # predicted iteration time (the `phase` policy's budget)
+        self.kv_bytes_per_position = kv_bytes_per_position  # cached K/V of one position, all layers and heads
+        self.last_target: float | None = None  # the phase policy's last iteration-time target
         self.policy = POLICIES[cfg.policy]()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -173,4 +184,6 @@ class StaticPolicy:
         return [(r, phase_of(r)) for r in s.running]
 
 
-POLICIES = {"fcfs": FCFSPolicy, "static": StaticPolicy}
+from backend.phase_policy import PhasePolicy  # noqa: E402  (it imports this module's types)
+
+POLICIES = {"phase": PhasePolicy, "fcfs": FCFSPolicy, "static": StaticPolicy}

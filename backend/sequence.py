@@ -44,6 +44,7 @@ class Request:
     has_cache: bool = False  # the K/V pool holds a valid cache for the current block
     retention: float = 1.0  # share of cacheable positions each KV head keeps (set by the engine; 1 = dense)
     num_preemptions: int = 0
+    refresh_wait: int = 0  # iterations this request's pending Refresh was passed over (phase policy)
     first_delta_time: float | None = None
     finish_time: float | None = None
     _quotas: list[int] | None = None

@@ -43,6 +43,8 @@ class IterationProbe:
         self.max_decode_rows = 0
         self.model_seconds = 0.0
         self.max_kv_pages = 0
+        self.peak_running = 0
+        self.pages_by_request: dict[str, int] = {}  # the most K/V pages each request held
         self._run = engine.runner.run
         engine.runner.run = self._wrapped
 
@@ -57,7 +59,13 @@ class IterationProbe:
             else:
                 self.reuse += 1
         self.max_decode_rows = max(self.max_decode_rows, rows)
-        self.max_kv_pages = max(self.max_kv_pages, self.engine.pool.allocator.num_used)
+        alloc = self.engine.pool.allocator
+        self.max_kv_pages = max(self.max_kv_pages, alloc.num_used)
+        self.peak_running = max(self.peak_running, len(self.engine.scheduler.running))
+        for r, _ in batch:
+            held = len(alloc.owned.get(r.request_id, ()))
+            if held > self.pages_by_request.get(r.request_id, 0):
+                self.pages_by_request[r.request_id] = held
         start = time.perf_counter()
         try:
             return self._run(batch)

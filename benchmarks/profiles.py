@@ -26,6 +26,8 @@ SCHEDULER_VARIANTS = [
     {"name": "static", "engine": {"scheduler": "static"}},  # fixed batches, the research-loop baseline
 ]
 
+CPU_MAIN = ["fcfs", "static", "budget-512", "no-cache", "refresh-4", "threshold-0.9"]
+
 PROFILES: dict[str, dict] = {
     # Seconds on a laptop core: what the unit test and the GPU runbook's dry run use.
     "tiny": {
@@ -57,13 +59,23 @@ PROFILES: dict[str, dict] = {
                      {"name": "budget-512", "engine": {"max_num_batched_tokens": 512}},
                      {"name": "no-cache", "sampling": {"cache": "none"}},
                      {"name": "refresh-4", "sampling": {"refresh_interval": 4}},
-                     {"name": "threshold-0.9", "sampling": {"threshold": 0.9}}],
+                     {"name": "threshold-0.9", "sampling": {"threshold": 0.9}},
+                     # Long context under memory pressure: a 64 MiB K/V pool, dense vs half of it per head.
+                     {"name": "dense-64MiB", "engine": {"kv_cache_bytes": 64 * MiB}},
+                     {"name": "sparse-0.5-64MiB", "engine": {"kv_cache_bytes": 64 * MiB},
+                      "sampling": {"sparse_retention": 0.5}}],
         "scenarios": [
             {"workload": {"name": "burst", "arrival": "burst", "n": 64,
-                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]}},
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
+             "variants": CPU_MAIN},
             {"workload": {"name": "mixed", "arrival": "poisson", "rate": 8.0, "n": 64,
                           "classes": [{"kind": "short", "weight": 0.7, "prompt": [8, 40], "gen": [16, 48]},
-                                      {"kind": "long", "weight": 0.3, "prompt": [100, 300], "gen": [16, 48]}]}},
+                                      {"kind": "long", "weight": 0.3, "prompt": [100, 300], "gen": [16, 48]}]},
+             "variants": CPU_MAIN},
+            # The longest key-value prompts (the task the kept positions decide), all at once.
+            {"workload": {"name": "long", "arrival": "burst", "n": 64,
+                          "classes": [{"kind": "long", "prompt": [280, 300], "gen": [32, 32]}]},
+             "variants": ["dense-64MiB", "sparse-0.5-64MiB"]},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 64,
                           "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
              "rates": [2.0, 8.0, 32.0, 128.0], "variants": ["fcfs", "static"]},
@@ -85,12 +97,18 @@ PROFILES: dict[str, dict] = {
         "variants": [*SCHEDULER_VARIANTS,
                      {"name": "budget-4k", "engine": {"max_num_batched_tokens": 4096}},
                      {"name": "no-cache", "sampling": {"cache": "none"}},
-                     {"name": "refresh-8", "sampling": {"refresh_interval": 8}}],
+                     {"name": "refresh-8", "sampling": {"refresh_interval": 8}},
+                     {"name": "sparse-0.5", "sampling": {"sparse_retention": 0.5}}],
         "scenarios": [
             {"workload": {"name": "burst-1", "arrival": "burst", "n": 1,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": ["fcfs"]},
             {"workload": {"name": "burst-16", "arrival": "burst", "n": 16,
-                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}},
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
+             "variants": ["fcfs", "static", "budget-4k", "no-cache", "refresh-8"]},
+            # Long context at batch 64: the K/V the sparse heads do not keep is neither stored nor read.
+            {"workload": {"name": "long-64", "arrival": "burst", "n": 64,
+                          "classes": [{"prompt": [1800, 1800], "gen": [256, 256]}]},
+             "variants": ["fcfs", "sparse-0.5"]},
             {"workload": {"name": "burst-64", "arrival": "burst", "n": 64,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": ["fcfs", "static"]},
             {"workload": {"name": "mixed", "arrival": "poisson", "rate": 1.0, "n": 48,

@@ -77,6 +77,18 @@ def markdown_table(doc: dict) -> str:
                 d = r["summary"]["by_kind"].get(k, {}).get("latency_s", {})
                 cells.append(f"{_ms(d.get('p50'))} / {_ms(d.get('p95'))}")
             lines.append(f"| {r['workload']} | {r['variant']} | " + " | ".join(cells) + " |")
+    long = [r for r in doc["results"] if r["workload"].startswith("long")]
+    if long:
+        lines += ["", "Long context, dense and sparse K/V (K/V MiB per request: the most a request held; "
+                  "peak running: requests admitted at once):", "",
+                  "| workload | config | tok/s | lat p95 | K/V MiB per request | peak running | acc |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in long:
+            s, e = r["summary"], r.get("engine", {})
+            acc = f"{s['accuracy']:.0%}" if "accuracy" in s else "-"
+            lines.append(f"| {r['workload']} | {r['variant']} | {_f(s['throughput_tok_s'], 1)} | "
+                         f"{_ms(s['latency_s']['p95'])} | {_f(e.get('kv_mib_per_request'), 3)} | "
+                         f"{_f(e.get('peak_running'))} | {acc} |")
     return "\n".join(lines) + "\n"
 
 

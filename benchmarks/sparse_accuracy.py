@@ -19,8 +19,7 @@ import torch
 
 from backend.engine import Engine
 from backend.engine_config import DEFAULT_MODEL, EngineConfig
-from backend.evaluate import default_params, evaluate, report
-from backend.sampling_params import SamplingParams
+from backend.evaluate import evaluate, report
 from backend.tokenizer import Tokenizer
 from backend.training import tasks
 
@@ -53,7 +52,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     tokenizer = Tokenizer(args.model)
     examples = tasks.held_out_set(args.per_task, tuple(tasks.TASKS), seed=tasks.EVAL_SEED)
-    params = SamplingParams.from_dict({}, defaults=default_params(args.model))
     rows, dense_tokens = [], None
     for window in [int(w) for w in args.windows.split(",")]:
         for retention in [float(r) for r in args.retentions.split(",")]:
@@ -64,6 +62,7 @@ def main(argv=None) -> int:
                                                      sparse_retention=retention, kv_cache_bytes=64 << 20))
             tokens: list[list[int]] = []
             t0 = time.time()
+            params = engine.make_params({})  # the model's decoding defaults + the engine's sparse_retention
             scores = evaluate(engine_decoder(engine, tokens), tokenizer, params, examples, batch_size=args.batch)
             rep = report(scores, params, time.time() - t0)
             if retention >= 1.0 and dense_tokens is None:

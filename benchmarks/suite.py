@@ -102,7 +102,8 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
         probe.detach()
     stats = {k: engine.stats[k] - before[k] for k in before}
     pool = engine.pool
-    page_bytes = pool.nbytes / pool.allocator.num_pages
+    page_bytes = pool.bytes_per_page
+    held = list(probe.pages_by_request.values())
     sampling = any(r.params.temperature > 0 for r in requests)
     logit_rows = min(probe.max_decode_rows, rows_per_chunk(engine.model_config.vocab_size, engine.model.dtype,
                                                            sampling, engine.config.logit_budget_bytes))
@@ -121,6 +122,8 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
         "model_busy_pct": round(100 * probe.model_seconds / wall, 1) if wall > 0 else None,
         "kv_pool_mib": round(pool.nbytes / 2**20, 2),
         "kv_peak_used_mib": round(probe.max_kv_pages * page_bytes / 2**20, 2),
+        "kv_mib_per_request": round(sum(held) / len(held) * page_bytes / 2**20, 3) if held else 0.0,
+        "peak_running": probe.peak_running,
         "logit_peak_mib": round(logit_rows * engine.model_config.vocab_size * width / 2**20, 3),
         "wall_s": round(wall, 3),
     }

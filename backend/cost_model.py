@@ -1,0 +1,61 @@
+"""How long one engine iteration takes, predicted from what it computes and reads (no tensors here).
+
+    t(tokens, kv_bytes) = max(floor + kv_bytes / bandwidth, intercept + tokens * per_token)
+
+The first term is the memory-bound regime: every iteration reads all the weights (`floor`, what an
+iteration of a few tokens costs), plus the cached K/V its Reuse rows attend to. The second is the
+compute-bound regime: a cost per token through the model. Their crossing, `knee_tokens`, is where
+compute, not bandwidth, becomes the limit: below it extra tokens ride along on the weight read.
+
+`calibrate` fits the model on the actual device and model from a few timed forwards (about a second
+on a GPU; the engine passes a function that runs them); `CostModel()` holds fixed defaults (a 2-core
+CPU running the bundled model), which tests use so that schedules do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class CostModel:
+    floor: float = 2e-3  # seconds: an iteration of a handful of tokens (the weight read)
+    intercept: float = 1e-3  # seconds: the compute line's value at 0 tokens
+    per_token: float = 2e-5  # seconds per token through the model, once compute-bound
+    bandwidth: float = 20e9  # bytes per second for reading cached K/V
+    calibrated: bool = False
+
+    def predict(self, tokens: int, kv_bytes: int = 0) -> float:
+        return max(self.floor + kv_bytes / self.bandwidth, self.intercept + tokens * self.per_token)
+
+    @property
+    def knee_tokens(self) -> int:
+        """Tokens at which an iteration stops being memory-bound."""
+        return max(0, int((self.floor - self.intercept) / self.per_token))
+
+    def tokens_within(self, seconds: float, kv_bytes: int = 0) -> int:
+        """The most tokens an iteration reading `kv_bytes` of cache can compute within `seconds`."""
+        if self.floor + kv_bytes / self.bandwidth > seconds:
+            return 0
+        return max(0, int((seconds - self.intercept) / self.per_token))
+
+    def to_dict(self) -> dict:
+        return {"floor_ms": round(self.floor * 1e3, 3), "intercept_ms": round(self.intercept * 1e3, 3),
+                "per_token_us": round(self.per_token * 1e6, 3), "bandwidth_gb_s": round(self.bandwidth / 1e9, 1),
+                "knee_tokens": self.knee_tokens, "calibrated": self.calibrated}
+
+
+def calibrate(time_forward: Callable[[int], float], weight_bytes: int, sizes: tuple[int, ...] = (16, 64, 512, 2048),
+              repeats: int = 3) -> CostModel:
+    """Fit from `time_forward(tokens) -> seconds` (a synchronised forward of that many tokens, warm).
+    The floor is the smallest measured time; the compute line goes through the two largest sizes;
+    K/V bandwidth is taken as the weights' effective read rate (weight_bytes / floor)."""
+    times = {n: statistics.median(time_forward(n) for _ in range(repeats)) for n in sizes}
+    small, big = sorted(sizes)[0], sorted(sizes)[-2:]
+    floor = times[small]
+    per_token = max((times[big[1]] - times[big[0]]) / (big[1] - big[0]), 1e-9)
+    intercept = min(times[big[1]] - per_token * big[1], floor)
+    return CostModel(floor=floor, intercept=intercept, per_token=per_token,
+                     bandwidth=max(weight_bytes / floor, 1e9), calibrated=True)

@@ -1,0 +1,88 @@
+"""Policy `phase`: the phase-multiplexed schedule (no tensors here).
+
+Every iteration first takes all the Reuse work that is ready (one weight read serves it all), then
+adds Refresh work (block starts, resumes after preemption, admissions) in arrival order while the
+cost model predicts that the iteration stays under its target:
+
+    target = max(t(reuse), t(knee)) + refresh_spread * t(a full Reuse batch)
+
+`t(knee)` lets Refresh tokens ride free on a memory-bound Reuse iteration; the second term is a
+fixed Refresh allowance per iteration, so a burst's block-boundary Refreshes spread over several
+iterations instead of stalling everyone in one (iteration times stay within ~1 + refresh_spread of
+a full Reuse iteration). Bounded waiting: the oldest Refresh candidate is taken anyway once it has
+waited `max_refresh_wait` iterations, or when the iteration would otherwise be empty, evicting the
+newest Reuse rows from this iteration if the token budget needs it. Reuse is never held back for a
+Refresh that fits, and no Refresh waits for more than a bounded number of iterations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from backend.sequence import Phase, Status
+
+if TYPE_CHECKING:
+    from backend.scheduler import Batch, Scheduler
+
+FULL_BLOCK_ROWS = 32  # a Reuse row count per request for "a full Reuse batch" (the common block length)
+
+
+class PhasePolicy:
+    def schedule(self, s: Scheduler) -> Batch:
+        cfg, cost = s.cfg, s.cost
+        s.preempted_now.clear()
+        budget = cfg.max_num_batched_tokens
+        batch: Batch = []
+        kv = 0
+        for r in sorted(s.running, key=lambda x: x.order):
+            if len(batch) >= cfg.max_num_seqs:
+                break
+            if not r.needs_refresh and r.reuse_cost <= budget:
+                batch.append((r, Phase.REUSE))
+                budget -= r.reuse_cost
+                kv += r.cached_positions * s.kv_bytes_per_position
+        tokens = cfg.max_num_batched_tokens - budget
+        full = cost.predict(cfg.max_num_seqs * FULL_BLOCK_ROWS)
+        target = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv)) + cfg.refresh_spread * full
+        s.last_target = target
+
+        candidates = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
+        forced_used = False
+        scheduled: set[int] = set()
+        for r in candidates:
+            if id(r) in s.preempted_now:
+                continue
+            fits = cost.predict(tokens + r.refresh_cost, kv) <= target
+            force = not forced_used and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
+            if not (fits or force):
+                break
+            if r.refresh_cost > budget:
+                if not force:
+                    break
+                budget += self._evict_reuse(batch, r.refresh_cost - budget)  # bounded wait beats newest Reuse
+                if r.refresh_cost > budget:
+                    break
+            if r.status == Status.WAITING:
+                if len(s.running) >= cfg.max_num_seqs or not s.admit(r, batch):
+                    break
+            batch.append((r, Phase.REFRESH))
+            scheduled.add(id(r))
+            forced_used |= not fits
+            budget -= r.refresh_cost
+            tokens += r.refresh_cost
+        for r in candidates:  # waiting counts only iterations a candidate was passed over
+            r.refresh_wait = 0 if id(r) in scheduled else r.refresh_wait + 1
+        return batch
+
+    @staticmethod
+    def _evict_reuse(batch: Batch, need: int) -> int:
+        """Drop the newest Reuse entries until `need` tokens are free; returns the tokens freed."""
+        freed = 0
+        for i in range(len(batch) - 1, -1, -1):
+            if freed >= need:
+                break
+            r, ph = batch[i]
+            if ph == Phase.REUSE:
+                freed += r.reuse_cost
+                del batch[i]
+        return freed

@@ -1,0 +1,138 @@
+"""The phase-multiplexed policy, tensor-free: requests advance by simulated commits and the cost model
+is the clock. Refresh work per iteration stays under the target, Reuse is never held back, order
+holds within a phase, waits are bounded, and iteration times stay even through a burst."""
+
+from __future__ import annotations
+
+import statistics
+
+from backend.cost_model import CostModel
+from backend.page_allocator import PageAllocator
+from backend.sampling_params import SamplingParams
+from backend.scheduler import Scheduler, SchedulerConfig
+from backend.sequence import Phase, Request, Status
+
+COST = CostModel(floor=4e-3, intercept=2e-3, per_token=2.5e-5, bandwidth=4e12)  # knee at 80 tokens
+MAX_WAIT = 4
+
+
+def _scheduler(max_seqs=64, budget=16384, spread=0.5) -> Scheduler:
+    return Scheduler(SchedulerConfig(budget, max_seqs, "phase", spread, MAX_WAIT), PageAllocator(100000, 16),
+                     COST, kv_bytes_per_position=1024)
+
+
+def _request(i: int, prompt=256, gen=256, block=32) -> Request:
+    return Request(str(i), [1] * prompt, SamplingParams(max_tokens=gen, block_length=block, ignore_eos=True),
+                   mask_token_id=0)
+
+
+def _advance(s: Scheduler, batch) -> None:
+    """What the engine would do after the forward: commit `quota` tokens; finish at the last block."""
+    for r, phase in batch:
+        if phase == Phase.REFRESH:
+            r.has_cache = True
+        r.commit(r.masked_positions()[:r.quota()], [7] * r.quota())
+        if r.all_blocks_done:
+            s.remove(r)
+            r.status = Status.FINISHED
+
+
+def _run(s: Scheduler, arrivals: dict[int, list[Request]], check) -> list[float]:
+    """Step until everything finished; `arrivals[i]` join before iteration i. Returns predicted times."""
+    times, i = [], 0
+    while arrivals or s.has_work():
+        for r in arrivals.pop(i, []):
+            s.add(r)
+        ready_reuse = [r for r in s.running if not r.needs_refresh]
+        before = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
+        waits = {id(r): r.refresh_wait for r in before}
+        batch = s.schedule()
+        check(s, batch, ready_reuse, before, waits)
+        refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
+        reuse = [r for r, ph in batch if ph == Phase.REUSE]
+        kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
+        times.append(COST.predict(refresh + sum(r.reuse_cost for r in reuse), kv))
+        _advance(s, batch)
+        i += 1
+        assert i < 20000, "the schedule does not finish"
+    return times
+
+
+def _invariants(s: Scheduler, batch, ready_reuse, candidates, waits) -> None:
+    reuse = [r for r, ph in batch if ph == Phase.REUSE]
+    refresh = [r for r, ph in batch if ph == Phase.REFRESH]
+    # Reuse is never starved by Refresh: all ready Reuse work runs (the budget here holds it all).
+    assert {id(r) for r in reuse} == {id(r) for r in ready_reuse}
+    # Order within the Refresh phase: the scheduled Refreshes are the oldest candidates, in order.
+    assert [id(r) for r in refresh] == [id(r) for r in candidates[:len(refresh)]]
+    # Refresh work stays under the target, except one forced Refresh (empty iteration or a long wait).
+    tokens = sum(r.reuse_cost for r in reuse)
+    kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
+    over = 0
+    for r in refresh:
+        tokens += r.refresh_cost
+        if COST.predict(tokens, kv) > s.last_target:
+            over += 1
+            assert not reuse and r is refresh[0] or waits[id(r)] >= MAX_WAIT
+    assert over <= 1
+    # The oldest candidate never waits longer than MAX_WAIT iterations (while there is room to run it).
+    if candidates and (candidates[0].status == Status.RUNNING or len(s.running) < s.cfg.max_num_seqs):
+        assert candidates[0].refresh_wait <= MAX_WAIT
+
+
+def test_burst_spreads_refreshes_and_keeps_iterations_even():
+    s = _scheduler()
+    times = _run(s, {0: [_request(i) for i in range(64)]}, _invariants)
+    # The goal of the issue on the cost model's clock: iteration max / median <= 1.5, ramp-up included.
+    assert max(times) / statistics.median(times) <= 1.5, (max(times), statistics.median(times))
+
+
+def test_fcfs_burst_for_comparison_stalls_at_block_boundaries():
+    """The same burst under fcfs has iterations several times its median (what `phase` removes)."""
+    s = Scheduler(SchedulerConfig(16384, 64, "fcfs"), PageAllocator(100000, 16), COST, 1024)
+    times = _run(s, {0: [_request(i) for i in range(64)]}, lambda *a: None)
+    assert max(times) / statistics.median(times) > 3
+
+
+def test_stream_of_arrivals_waits_are_bounded():
+    """A request arriving every 8th iteration (about 12 of 16 slots busy on average), mixed prompt and
+    output lengths: each is admitted within a bounded number of iterations, invariants hold throughout."""
+    arrivals, admitted_at, arrived_at = {}, {}, {}
+    for i in range(40):
+        r = _request(i, prompt=[32, 256, 1024][i % 3], gen=[64, 128][i % 2])
+        arrivals[8 * i] = [r]
+        arrived_at[r.request_id] = 8 * i
+    clock = {"it": 0, "queue": 1}
+
+    def check(s, batch, ready, candidates, waits):
+        _invariants(s, batch, ready, candidates, waits)
+        for r, _ in batch:
+            admitted_at.setdefault(r.request_id, clock["it"])
+        clock["it"] += 1
+        clock["queue"] = max(clock["queue"], len(candidates))
+
+    _run(_scheduler(max_seqs=16, budget=4096), arrivals, check)
+    waits = [admitted_at[k] - arrived_at[k] for k in arrived_at]
+    # Each Refresh candidate ahead clears within MAX_WAIT + 1 iterations of reaching the head.
+    assert len(waits) == 40 and max(waits) <= (MAX_WAIT + 1) * clock["queue"], (waits, clock)
+
+
+def test_refresh_work_per_iteration_grows_with_the_spread():
+    """Next to a Reuse batch, the Refresh work an iteration takes is what the spread allows: none with
+    spread 0 (beyond what rides free under the knee), more with more."""
+    taken = []
+    for spread in (0.0, 0.5, 2.0):
+        s = _scheduler(spread=spread)
+        for i in range(64):
+            s.add(_request(i))
+        first = s.schedule()
+        assert first and all(ph == Phase.REFRESH for _, ph in first)  # an empty iteration takes one anyway
+        _advance(s, first)
+        for r in s.waiting:
+            r.refresh_wait = 0  # no forced Refresh: the spread alone decides
+        second = s.schedule()
+        n = sum(ph == Phase.REFRESH for _, ph in second)
+        reuse = sum(r.reuse_cost for r, ph in second if ph == Phase.REUSE)
+        assert COST.predict(reuse + n * 512) <= s.last_target < COST.predict(reuse + (n + 1) * 512)
+        taken.append(n)
+    assert taken[0] == 0 < taken[1] < taken[2]
