@@ -25,7 +25,7 @@ class SchedulerConfig:
     max_num_seqs: int = 64  # requests running at once
     policy: str = "fcfs"
     refresh_spread: float = 0.5  # phase: Refresh time allowed per iteration, as a share of a full Reuse one
-    max_refresh_wait: int = 4  # phase: iterations a Refresh may be passed over before it is taken anyway
+    max_refresh_wait: int = 1  # phase: iterations a Refresh may be passed over before it is taken anyway
 
     def __post_init__(self):
         if self.max_num_batched_tokens < 1:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for sc, wl in runs:
             if sc.get("variants") not in (None, "all") and v["name"] not in sc["variants"]:
                 continue
-            requests = prepare(engine, wl, ids[wl.name], prof, v)
+            requests = prepare(engine, wl, ids[wl.name], prof, v, sc)
             if not warmed:
                 warm_up(engine, requests)
                 warmed = True
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"workload": wl.name, "sweep": sc["workload"]["name"], "variant": v["name"],
                             "rate": wl.spec.get("rate") if sc.get("rates") else None,
                             "concurrency": sc.get("concurrency"), "workload_spec": wl.spec, **res})
+            # What is done so far survives a run cut short (a GPU lease ending, Ctrl-C).
+            report.write_json({"partial": True, "profile": prof["name"], "results": results},
+                              args.out / f"{stem}.partial.json")
 
     report.add_ratios(results, variants[0]["name"])
     doc = {"schema": "dllm-engine-bench/1", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "profile": prof["name"],
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             print("plots: skipped (matplotlib is not installed, or nothing to plot)", flush=True)
     doc["plots"] = plot_paths
     path = report.write_json(doc, args.out / f"{stem}.json")
+    (args.out / f"{stem}.partial.json").unlink(missing_ok=True)
     (args.out / f"{stem}.md").write_text(table)
     print("\n" + table)
     print(f"[{clock()}] wrote {path} and {stem}.md, plots {sorted(plot_paths.values())} "

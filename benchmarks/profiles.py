@@ -20,13 +20,15 @@ from pathlib import Path
 
 from backend.engine_config import DEFAULT_MODEL, MiB
 
-# Variants shared by every size: the policies the issue asks to compare.
+# Variants shared by every size: the scheduling policies (`fcfs` first: ratios are against it).
 SCHEDULER_VARIANTS = [
-    {"name": "fcfs", "engine": {}},  # continuous batching, dual cache, refresh at each block start
+    {"name": "fcfs", "engine": {"scheduler": "fcfs"}},  # continuous batching, token budget, arrival order
+    {"name": "phase", "engine": {"scheduler": "phase"}},  # phase-multiplexed (the engine's default)
     {"name": "static", "engine": {"scheduler": "static"}},  # fixed batches, the research-loop baseline
 ]
+SCHEDULERS = ["fcfs", "phase", "static"]
 
-CPU_MAIN = ["fcfs", "static", "budget-512", "no-cache", "refresh-4", "threshold-0.9"]
+CPU_MAIN = ["fcfs", "phase", "static", "budget-512", "no-cache", "refresh-4", "threshold-0.9"]
 
 PROFILES: dict[str, dict] = {
     # Seconds on a laptop core: what the unit test and the GPU runbook's dry run use.
@@ -44,14 +46,14 @@ PROFILES: dict[str, dict] = {
                           "classes": [{"prompt": [8, 24], "gen": [16, 16]}]}},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 6,
                           "classes": [{"prompt": [8, 24], "gen": [16, 16]}]},
-             "rates": [20.0, 80.0], "variants": ["fcfs", "static"]},
+             "rates": [20.0, 80.0], "variants": SCHEDULERS},
         ],
         "cdf": "burst",
     },
     # `make bench`: the bundled model on a CPU, under 10 minutes on 2 cores.
     "cpu": {
         "model": DEFAULT_MODEL,
-        "engine": {"dtype": "float32", "max_num_batched_tokens": 4096, "max_num_seqs": 64},
+        "engine": {"dtype": "float32", "max_num_batched_tokens": 4096, "max_num_seqs": 64, "cost_model": "calibrate"},
         "prompts": "tasks",
         "gen_multiple": 16,
         "sampling": {"block_length": 16},
@@ -73,12 +75,16 @@ PROFILES: dict[str, dict] = {
                                       {"kind": "long", "weight": 0.3, "prompt": [100, 300], "gen": [16, 48]}]},
              "variants": CPU_MAIN},
             # The longest key-value prompts (the task the kept positions decide), all at once.
-            {"workload": {"name": "long", "arrival": "burst", "n": 64,
+            {"workload": {"name": "longctx", "arrival": "burst", "n": 64,
                           "classes": [{"kind": "long", "prompt": [280, 300], "gen": [32, 32]}]},
              "variants": ["dense-64MiB", "sparse-0.5-64MiB"]},
+            # Long outputs from short prompts (the model's context is 512): many block boundaries each.
+            {"workload": {"name": "longout", "arrival": "poisson", "rate": 4.0, "n": 24,
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [256, 448]}]},
+             "sampling": {"ignore_eos": True}, "variants": SCHEDULERS},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 64,
                           "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
-             "rates": [2.0, 8.0, 32.0, 128.0], "variants": ["fcfs", "static"]},
+             "rates": [2.0, 8.0, 32.0, 128.0], "variants": SCHEDULERS},
             {"workload": {"name": "closed-c4", "arrival": "burst", "n": 32,
                           "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
              "concurrency": 4, "variants": ["fcfs"]},
@@ -104,20 +110,23 @@ PROFILES: dict[str, dict] = {
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": ["fcfs"]},
             {"workload": {"name": "burst-16", "arrival": "burst", "n": 16,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
-             "variants": ["fcfs", "static", "budget-4k", "no-cache", "refresh-8"]},
+             "variants": ["fcfs", "phase", "static", "budget-4k", "no-cache", "refresh-8"]},
             # Long context at batch 64: the K/V the sparse heads do not keep is neither stored nor read.
-            {"workload": {"name": "long-64", "arrival": "burst", "n": 64,
+            {"workload": {"name": "longctx-64", "arrival": "burst", "n": 64,
                           "classes": [{"prompt": [1800, 1800], "gen": [256, 256]}]},
-             "variants": ["fcfs", "sparse-0.5"]},
+             "variants": ["phase", "sparse-0.5"]},
+            # Long outputs from short prompts, Poisson arrivals.
+            {"workload": {"name": "longout", "arrival": "poisson", "rate": 0.5, "n": 24,
+                          "classes": [{"prompt": [64, 256], "gen": [512, 1024]}]}, "variants": SCHEDULERS},
             {"workload": {"name": "burst-64", "arrival": "burst", "n": 64,
-                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": ["fcfs", "static"]},
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": SCHEDULERS},
             {"workload": {"name": "mixed", "arrival": "poisson", "rate": 1.0, "n": 48,
                           "classes": [{"kind": "short", "weight": 0.7, "prompt": [64, 256], "gen": [64, 256]},
                                       {"kind": "long", "weight": 0.3, "prompt": [1024, 2048], "gen": [128, 512]}]},
-             "variants": ["fcfs", "static", "budget-4k"]},
+             "variants": ["fcfs", "phase", "static", "budget-4k"]},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 32,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
-             "rates": [0.5, 1.0, 2.0, 4.0], "variants": ["fcfs", "static"]},
+             "rates": [0.5, 1.0, 2.0, 4.0], "variants": SCHEDULERS},
         ],
         "cdf": "mixed",
     },

@@ -11,6 +11,7 @@ from benchmarks.metrics import ratio
 
 README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
+SCHEDULERS = ("phase", "fcfs", "static")  # the variants that differ only in the scheduling policy
 
 
 def add_ratios(results: list[dict], baseline: str) -> None:
@@ -77,7 +78,21 @@ def markdown_table(doc: dict) -> str:
                 d = r["summary"]["by_kind"].get(k, {}).get("latency_s", {})
                 cells.append(f"{_ms(d.get('p50'))} / {_ms(d.get('p95'))}")
             lines.append(f"| {r['workload']} | {r['variant']} | " + " | ".join(cells) + " |")
-    long = [r for r in doc["results"] if r["workload"].startswith("long")]
+    sched = [r for r in doc["results"] if r["variant"] in SCHEDULERS and r.get("engine", {}).get("iteration_ms")]
+    if sched:
+        lines += ["", "Schedulers: iteration times (ms) and their spread (max / median), the cost model's median "
+                  "prediction error, the most Refresh tokens in one iteration:", "",
+                  "| workload | config | tok/s | lat p95 | TTFD p95 | iter p50 | iter p95 | iter max | max/median "
+                  "| model err % | max Refresh tok |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sched:
+            s, e = r["summary"], r["engine"]
+            it = e["iteration_ms"]
+            lines.append(f"| {r['workload']} | {r['variant']} | {_f(s['throughput_tok_s'], 1)} | "
+                         f"{_ms(s['latency_s']['p95'])} | {_ms(s['ttfd_s']['p95'])} | {_f(it['p50'], 1)} | "
+                         f"{_f(it['p95'], 1)} | {_f(it['max'], 1)} | {_f(e.get('iteration_spread'))} | "
+                         f"{_f(e.get('cost_model_error_pct'), 1)} | {_f(e.get('refresh_tokens_per_iteration_max'))} |")
+    long = [r for r in doc["results"] if r["workload"].startswith("longctx")]
     if long:
         lines += ["", "Long context, dense and sparse K/V (K/V MiB per request: the most a request held; "
                   "peak running: requests admitted at once):", "",

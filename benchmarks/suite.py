@@ -64,11 +64,13 @@ def prompt_ids(item, tokenizer, source) -> list[int]:
     return source.ids(item.prompt_len, item.prompt_seed)
 
 
-def prepare(engine: Engine, workload: Workload, ids: list[list[int]], profile: dict, variant: dict) -> list[Prepared]:
-    """Validated parameters per request: profile's base, then the item's length, then the variant."""
+def prepare(engine: Engine, workload: Workload, ids: list[list[int]], profile: dict, variant: dict,
+            scenario: dict | None = None) -> list[Prepared]:
+    """Validated parameters per request: profile's base, the item's length, the scenario's, the variant's."""
     out = []
     for item, p in zip(workload.items, ids, strict=True):
-        values = {**profile.get("sampling", {}), "max_tokens": item.max_tokens, **variant.get("sampling", {})}
+        values = {**profile.get("sampling", {}), "max_tokens": item.max_tokens, **(scenario or {}).get("sampling", {}),
+                  **variant.get("sampling", {})}
         out.append(Prepared(item.arrival, p, engine.make_params(values), item.kind, item.answer))
     return out
 
@@ -86,6 +88,7 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
             max_seconds: float | None = None) -> dict:
     before = dict(engine.stats)
     preempt0 = engine.scheduler.num_preemptions
+    engine.iteration_log.clear()
     probe = IterationProbe(engine)
     decode = engine.tokenizer.decode if engine.tokenizer is not None else None
     last = [0.0]
@@ -126,9 +129,25 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
         "peak_running": probe.peak_running,
         "logit_peak_mib": round(logit_rows * engine.model_config.vocab_size * width / 2**20, 3),
         "wall_s": round(wall, 3),
+        **iteration_stats(list(engine.iteration_log)),
+        "cost_model": engine.cost.to_dict(),
     }
     return {"summary": summarize(records), "engine": eng, "memory": mon.result(),
             "requests": [r.to_json() for r in records]}
+
+
+def iteration_stats(log) -> dict:
+    """Iteration times (ms), their spread (max / median) and the cost model's median prediction error."""
+    if not log:
+        return {}
+    ms = sorted(1000 * it.seconds for it in log)
+    errors = sorted(abs(it.predicted - it.seconds) / it.seconds for it in log if it.seconds > 0)
+    median = ms[len(ms) // 2]
+    return {"iteration_ms": {"p50": round(median, 2), "p95": round(ms[int(0.95 * (len(ms) - 1))], 2),
+                             "max": round(ms[-1], 2)},
+            "iteration_spread": round(ms[-1] / median, 2) if median > 0 else None,
+            "cost_model_error_pct": round(100 * errors[len(errors) // 2], 1) if errors else None,
+            "refresh_tokens_per_iteration_max": max(it.refresh_tokens for it in log)}
 
 
 def clock() -> str:

@@ -91,7 +91,9 @@ def test_engine_benchmark_writes_json_table_and_plots(tmp_path):
     assert {r["ratios"]["throughput"] for r in doc["results"] if r["variant"] == "fcfs"} == {1.0}
     assert sorted(doc["plots"]) == ["latency_cdf", "rate_sweep"]
     assert all((out / name).stat().st_size > 1000 for name in doc["plots"].values())
-    assert (out / path.name.replace(".json", ".md")).read_text().count("| burst |") == 2
+    table = (out / path.name.replace(".json", ".md")).read_text()
+    assert table.count("| burst |") == 4  # the main table, and the schedulers' iteration-time table
+    assert "max/median" in table and all(r["engine"]["iteration_ms"]["max"] > 0 for r in doc["results"])
     assert len(list((out / path.name.replace(".json", ".workloads")).glob("*.jsonl"))) == 3
     text = readme.read_text()
     assert "old" not in text and "| burst | static |" in text and text.endswith("## Next\n")
