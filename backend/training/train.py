@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,5 +272,8 @@ def parse_args(argv=None) -> TrainConfig:
 
 
 if __name__ == "__main__":
+    # A job started in the background by a shell script inherits SIGINT ignored, and Python then keeps
+    # it ignored: restore the handler, since SIGINT is how a run is told to save and stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     final = train(parse_args())
     print(f"done: {final['step']} steps in {final['minutes']} min, final loss {final['final_loss']}", flush=True)
