@@ -69,6 +69,7 @@ class AsyncEngine:
         self._ids = 0
         self._stats = {"running": 0, "waiting": 0, "kv_pages_used": 0,
                        "kv_pages_total": engine.pool.allocator.num_pages}
+        self._iterations: list = []  # engine IterationRecords not yet taken by take_iterations()
 
     def start(self) -> AsyncEngine:
         if self._thread is None:
@@ -106,6 +107,12 @@ class AsyncEngine:
     def stats(self) -> dict:
         with self._cv:
             return dict(self._stats)
+
+    def take_iterations(self) -> list:
+        """The engine iterations (time, predicted time, Refresh / Reuse tokens) since the last call."""
+        with self._cv:
+            out, self._iterations = self._iterations, []
+            return out
 
     @property
     def dead(self) -> str | None:
@@ -188,3 +195,7 @@ class AsyncEngine:
         with self._cv:
             self._stats.update(running=len(engine.scheduler.running), waiting=len(engine.scheduler.waiting),
                                kv_pages_used=engine.pool.allocator.num_used)
+            log_ = engine.iteration_log
+            while log_:
+                self._iterations.append(log_.popleft())
+            del self._iterations[:-4096]  # nobody taking them: keep the latest only

@@ -25,11 +25,17 @@ import threading
 # minutes.
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0]
 TOKENS_PER_FORWARD_BUCKETS = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]
+# One engine iteration: a few milliseconds (a Reuse step) to a second or more (Refreshes of long prompts).
+ITERATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12]
 
 COUNTERS = {
     "requests": ("dllm:requests_total", "Finished requests, by finish reason (eos, length, stop, abort, error)"),
     "prompt_tokens": ("dllm:prompt_tokens_total", "Prompt tokens of finished requests"),
     "generation_tokens": ("dllm:generation_tokens_total", "Generated (committed) tokens of finished requests"),
+    "refresh_tokens": ("dllm:refresh_tokens_total", "Tokens computed by Refresh steps (whole sequences)"),
+    "reuse_tokens": ("dllm:reuse_tokens_total", "Tokens computed by Reuse steps (blocks attending to cached K/V)"),
+    "predicted_seconds": ("dllm:iteration_predicted_seconds_total",
+                          "Predicted iteration time, summed (compare with dllm:iteration_seconds_sum)"),
 }
 HISTOGRAMS = {
     "first_delta": ("dllm:time_to_first_token_seconds", "Time from arrival to the first committed text",
@@ -39,6 +45,8 @@ HISTOGRAMS = {
     "end_to_end": ("dllm:e2e_request_latency_seconds", "Time from arrival to the final response", LATENCY_BUCKETS),
     "tokens_per_forward": ("dllm:tokens_per_forward", "Tokens committed per model forward, per finished request",
                            TOKENS_PER_FORWARD_BUCKETS),
+    "iteration": ("dllm:iteration_seconds", "Wall time of one engine iteration (forward and decode)",
+                  ITERATION_BUCKETS),
 }
 GAUGES = {
     "running": ("dllm:num_requests_running", "Requests in the engine's running set"),
@@ -64,7 +72,8 @@ class ServingMetrics:
         for key, (name, doc) in GAUGES.items():
             self._families[key] = family(name=name, description=doc, kind=family.GAUGE)
         self._counters = {key: self._families[key].Metric(labels=self._labels)
-                          for key in ("prompt_tokens", "generation_tokens")}
+                          for key in ("prompt_tokens", "generation_tokens", "refresh_tokens", "reuse_tokens",
+                                      "predicted_seconds")}
         self._hist = {key: self._families[key].Metric(labels=self._labels, buckets=buckets)
                       for key, (_, _, buckets) in HISTOGRAMS.items()}
         self._gauges = {key: self._families[key].Metric(labels=self._labels) for key in GAUGES}
@@ -102,6 +111,19 @@ class ServingMetrics:
         with self._lock:
             if self._usable():
                 self._hist[key].observe(seconds)
+
+    def observe_iterations(self, iterations: list) -> None:
+        """Engine iterations (backend.engine.IterationRecord) since the last call."""
+        if not iterations:
+            return
+        with self._lock:
+            if not self._usable():
+                return
+            for it in iterations:
+                self._hist["iteration"].observe(it.seconds)
+            self._counters["refresh_tokens"].increment(sum(it.refresh_tokens for it in iterations))
+            self._counters["reuse_tokens"].increment(sum(it.reuse_tokens for it in iterations))
+            self._counters["predicted_seconds"].increment(sum(it.predicted for it in iterations))
 
     def set_engine_stats(self, stats: dict) -> None:
         with self._lock:

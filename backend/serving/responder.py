@@ -241,6 +241,8 @@ class Responder:
             return
         try:
             stats = self._engine.stats()
+            iterations = self._engine.take_iterations()
         except Exception:
             return
         self._metrics.set_engine_stats(stats)
+        self._metrics.observe_iterations(iterations)

@@ -31,6 +31,12 @@ def test_dllm_metrics_after_traffic(server):
     assert 0 < e2e < 60
     per_forward = grew("dllm:tokens_per_forward_sum", **labels) / grew("dllm:tokens_per_forward_count", **labels)
     assert 0 < per_forward <= 16
+    # Every engine iteration is timed and its Refresh / Reuse tokens counted (the first step of each
+    # request is a Refresh of its whole sequence; the later steps of a block are Reuse steps).
+    assert grew("dllm:iteration_seconds_count", **labels) >= 3
+    assert grew("dllm:refresh_tokens_total", **labels) >= len("12+34=") + 16
+    assert grew("dllm:reuse_tokens_total", **labels) > 0
+    assert grew("dllm:iteration_predicted_seconds_total", **labels) > 0
     assert metric(m, "dllm:kv_pages_total", **labels) > 0
     assert metric(m, "dllm:kv_pages_used", **labels) == 0
     assert metric(m, "dllm:num_requests_running", **labels) == metric(m, "dllm:num_requests_waiting", **labels) == 0

@@ -108,5 +108,9 @@ class FakeEngine:
     def stats(self):
         return {"running": len(self.callbacks), "waiting": 0, "kv_pages_used": 0, "kv_pages_total": 8}
 
+    def take_iterations(self):
+        out, self.iterations = getattr(self, "iterations", []), []
+        return out
+
     def emit(self, request_id, ids, finished=False, reason=None, total=0, error=None):
         self.callbacks[request_id](RequestOutput(request_id, list(ids), finished, reason, error, 3, total, 2))
