@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from backend import fused_layers
 from backend.models import PackedBatch, random_model
-from backend.models.layers import RMSNorm, Rotary, SwiGLU
+from backend.models.layers import Rotary
 from kernels.paged_attention import triton
 from kernels.rms_norm import rms_norm, rms_norm_reference
 from kernels.rotary import rotary, rotary_reference
@@ -71,11 +72,6 @@ def test_model_with_fused_layers_matches_plain_model(name):
     ids = torch.randint(0, 90, (20,), generator=torch.Generator().manual_seed(1)).to(DEVICE)
     batch = PackedBatch.contiguous([12, 8], DEVICE)
     plain = model(ids, batch)
-    for m in model.modules():  # what backend.fused_layers.install does on CUDA
-        if isinstance(m, RMSNorm):
-            m.fused = rms_norm
-        elif isinstance(m, Rotary):
-            m.fused = rotary
-        elif isinstance(m, SwiGLU):
-            m.fused = silu_mul
+    fused_layers.fill(model)  # what fused_layers.install does on CUDA
     assert _rel(model(ids, batch), plain) < 1e-5
+    assert not fused_layers.uninstall(model) and _rel(model(ids, batch), plain) == 0
