@@ -171,3 +171,17 @@ def test_over_admission_with_sparse_requests_queues_and_frees_everything(tiny64)
     assert all(finished[i] == ("length", None) for i in ids)
     assert engine.pool.allocator.num_used == 0 and not engine.pool.entries and not engine.pool._rows
     assert peak >= 2
+
+
+@pytest.mark.parametrize("field,value", [("sparse_retention", 0.0), ("sparse_retention", 1.5),
+                                         ("sparse_min_cached", -1), ("sparse_window", -2)])
+def test_bad_sparse_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        EngineConfig(**{field: value})
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.01, "half"])
+def test_bad_request_retention_names_the_field(tiny64, value):
+    engine = _engine(tiny64)
+    with pytest.raises(ValueError, match="^sparse_retention"):
+        engine.make_params({"sparse_retention": value})
