@@ -56,9 +56,16 @@ $(VENV)/aiperf/.done:
 aiperf-deps: $(VENV)/aiperf/.done
 
 # Foreground; Ctrl-C stops it. Ports and repository: make serve HTTP_PORT=9000 GRPC_PORT=9001 ...
+# Network: 127.0.0.1 only unless HOST=0.0.0.0 (or an address); the model-repository, shared-memory,
+# trace and logging APIs are closed unless ADMIN_KEY=<secret> (clients send the header
+# dllm-admin-key: <secret>) or OPEN_ADMIN_APIS=1 (backend/serving/network.py).
+# ADMIN_KEY reaches the script through the environment (make exports command-line variables), not
+# on the echoed command line.
+HOST ?= 127.0.0.1
+OPEN_ADMIN_APIS ?=
 serve: serve-deps
-	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
-	MODEL_REPOSITORY=$(MODEL_REPOSITORY) PY=$(PY) scripts/serve.sh
+	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) HOST=$(HOST) \
+	OPEN_ADMIN_APIS=$(OPEN_ADMIN_APIS) MODEL_REPOSITORY=$(MODEL_REPOSITORY) PY=$(PY) scripts/serve.sh
 
 # --- benchmarks ----------------------------------------------------------------------------------
 # In-process engine benchmark on the bundled model, on the CPU (a few minutes): writes

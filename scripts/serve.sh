@@ -4,6 +4,10 @@
 #
 #   scripts/serve.sh [-- more tritonserver arguments]
 #   HTTP_PORT=9000 GRPC_PORT=9001 METRICS_PORT=9002 MODEL_REPOSITORY=/path scripts/serve.sh
+#   HOST=0.0.0.0 scripts/serve.sh          # listen on every interface (default: 127.0.0.1 only)
+#   ADMIN_KEY=<secret> scripts/serve.sh    # open the model-repository, shared-memory, trace and logging
+#                                          # APIs to clients sending the header dllm-admin-key: <secret>
+#   OPEN_ADMIN_APIS=1 scripts/serve.sh     # open them to everyone (a trusted network only)
 #
 # What the server needs from this environment (libraries, the Python-backend stub for this Python,
 # the venv first on PATH) is set up by backend/serving/tritonserver.py.
@@ -14,16 +18,22 @@ HTTP_PORT=${HTTP_PORT:-8000}
 GRPC_PORT=${GRPC_PORT:-8001}
 METRICS_PORT=${METRICS_PORT:-8002}
 MODEL_REPOSITORY=${MODEL_REPOSITORY:-model_repository}
+HOST=${HOST:-127.0.0.1}
+ADMIN_ARGS=()
+[ -n "${ADMIN_KEY:-}" ] && export DLLM_ADMIN_KEY="$ADMIN_KEY"
+[ -n "${OPEN_ADMIN_APIS:-}" ] && ADMIN_ARGS+=(--open-admin-apis)
+READY_HOST=$HOST; [ "$HOST" = 0.0.0.0 ] && READY_HOST=127.0.0.1
 [ "${1:-}" = "--" ] && shift
 
 # Say how to call the server once the model is ready. This watcher runs beside the server and ends
 # with it (Ctrl-C reaches the whole process group).
 (
-  if "$PY" -m backend.serving.tritonserver wait-ready --http-port "$HTTP_PORT" --model dllm --timeout 900; then
+  if "$PY" -m backend.serving.tritonserver wait-ready --host "$READY_HOST" --http-port "$HTTP_PORT" --model dllm \
+      --timeout 900; then
     url=""; [ "$GRPC_PORT" = 8001 ] || url=" --url localhost:$GRPC_PORT"
     cat <<MSG
 
-==> dllm is ready: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics.
+==> dllm is ready on $HOST: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics.
 The bundled model answers five prompt formats (any other prompt gets an empty answer, finish_reason eos):
   $PY -m client generate "1234+4321="$url                    # addition          -> 5555
   $PY -m client generate "sort dcba ="$url                   # sorting           -> abcd
@@ -40,5 +50,6 @@ MSG
   fi
 ) &
 
-exec "$PY" -m backend.serving.tritonserver serve --model-repository "$MODEL_REPOSITORY" \
-  --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" -- "$@"
+exec "$PY" -m backend.serving.tritonserver serve --model-repository "$MODEL_REPOSITORY" --host "$HOST" \
+  --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" ${ADMIN_ARGS[@]+"${ADMIN_ARGS[@]}"} \
+  -- "$@"

@@ -36,6 +36,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.serving.network import DEFAULT_HOST, network_args
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 # Each Python-backend stub maps its shared memory region here; Docker's default 64 MiB is too small
@@ -158,13 +160,16 @@ def cuda_usable() -> bool:
 def server_command(files: ServerFiles, model_repository: Path = DEFAULT_MODEL_REPOSITORY, http_port: int = 8000,
                    grpc_port: int = 8001, metrics_port: int = 8002, exit_timeout_secs: int | None = None,
                    explicit_models: list[str] | None = None, extra: list[str] | None = None,
-                   gpu: bool | None = None) -> list[str]:
+                   gpu: bool | None = None, host: str = DEFAULT_HOST, admin_key: str | None = None,
+                   open_admin_apis: bool = False) -> list[str]:
     """tritonserver's command line. `explicit_models`: start in explicit model-control mode with these
     models loaded (the mode in which clients may unload and load models). `gpu=False` (the default where
-    `cuda_usable()` is false) turns off the GPU-only features that log errors without a GPU."""
+    `cuda_usable()` is false) turns off the GPU-only features that log errors without a GPU. `host`,
+    `admin_key`, `open_admin_apis`: who may connect and use the administrative APIs (network.py; by
+    default 127.0.0.1 only, and those APIs closed)."""
     cmd = [str(files.binary), f"--model-repository={model_repository}", f"--backend-directory={files.backend_dir}",
            f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}",
-           "--allow-metrics=true"]
+           "--allow-metrics=true", *network_args(host, admin_key, open_admin_apis)]
     if exit_timeout_secs is not None:
         cmd.append(f"--exit-timeout-secs={exit_timeout_secs}")
     if explicit_models is not None:
@@ -233,6 +238,7 @@ def _main(argv: list[str] | None = None) -> int:
     sub.add_parser("layout", help="lay out the backend directory and print the paths and environment")
     ready = sub.add_parser("wait-ready", help="exit 0 once the server (and model) are ready, 1 on timeout")
     ready.add_argument("--http-port", type=int, default=8000)
+    ready.add_argument("--host", default="127.0.0.1", help="where to poll (not 0.0.0.0)")
     ready.add_argument("--model")
     ready.add_argument("--timeout", type=float, default=600.0)
     serve = sub.add_parser("serve", help="start tritonserver in the foreground (Ctrl-C stops it)")
@@ -241,10 +247,17 @@ def _main(argv: list[str] | None = None) -> int:
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
     serve.add_argument("--exit-timeout-secs", type=int, default=10)
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help="address every listener binds to (default 127.0.0.1; 0.0.0.0 serves other machines)")
+    serve.add_argument("--admin-key", default=os.environ.get("DLLM_ADMIN_KEY") or None,
+                       help="value of the dllm-admin-key header that opens the model-repository, shared-memory, "
+                            "trace and logging APIs (default $DLLM_ADMIN_KEY, else a random key: closed)")
+    serve.add_argument("--open-admin-apis", action="store_true",
+                       help="leave those APIs open to every client (a trusted network only)")
     serve.add_argument("extra", nargs="*", help="more tritonserver arguments, after --")
     args = ap.parse_args(argv)
     if args.cmd == "wait-ready":
-        return 0 if wait_ready(args.http_port, args.model, args.timeout) else 1
+        return 0 if wait_ready(args.http_port, args.model, args.timeout, host=args.host) else 1
     try:
         files = layout()
     except ServerNotInstalled as e:
@@ -257,8 +270,13 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     if warning := shm_warning():
         print(f"warning: {warning}", file=sys.stderr)
-    cmd = server_command(files, args.model_repository, args.http_port, args.grpc_port, args.metrics_port,
-                         args.exit_timeout_secs, extra=args.extra)
+    try:
+        cmd = server_command(files, args.model_repository, args.http_port, args.grpc_port, args.metrics_port,
+                             args.exit_timeout_secs, extra=args.extra, host=args.host, admin_key=args.admin_key,
+                             open_admin_apis=args.open_admin_apis)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sys.stdout.flush()
     # tritonserver runs in our process group, so a Ctrl-C in the terminal reaches it directly and it shuts
     # down gracefully (unloading the model, which stops the engine); a signal sent to this process alone is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.serving.network import admin_headers
 from backend.serving.tritonserver import (
     DEFAULT_MODEL_REPOSITORY,
     join_log,
@@ -42,6 +44,11 @@ class RunningServer:
     metrics_port: int
     log_path: Path
     env: dict
+    admin_key: str = ""  # opens the model-repository (load, unload) and shared-memory APIs
+
+    def admin(self, protocol: str = "grpc") -> dict[str, str]:
+        """The `headers=` of a tritonclient call to an administrative API (load, unload)."""
+        return admin_headers(self.admin_key, protocol)
 
     @property
     def http_url(self) -> str:
@@ -72,14 +79,15 @@ def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITO
     the log's tail when it does not come up (tests must fail, not skip, when the server cannot start)."""
     files = layout()
     http, grpc, metrics = free_ports(3)
+    admin_key = secrets.token_urlsafe(16)  # the restricted APIs stay restricted, as in `make serve`
     cmd = server_command(files, model_repository, http, grpc, metrics, exit_timeout_secs=10,
-                         explicit_models=[model], extra=extra)
+                         explicit_models=[model], extra=extra, admin_key=admin_key)
     env = server_env(files)
     log = open(log_path, "w")  # noqa: SIM115  (the server writes to it for its whole life)
     # A session of its own: a Ctrl-C in the test terminal must not reach the server directly, and
     # the fallback kill can take the server and its stub together.
     proc = start(cmd, env, log, start_new_session=True)
-    server = RunningServer(proc, http, grpc, metrics, log_path, env)
+    server = RunningServer(proc, http, grpc, metrics, log_path, env, admin_key)
     started = time.monotonic()
     if not wait_ready(http, model, START_TIMEOUT_S, alive=lambda: proc.poll() is None):
         server.stop(10)

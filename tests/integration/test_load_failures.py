@@ -21,7 +21,7 @@ def test_bad_settings_fail_the_load_naming_the_cause(server, model):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         with pytest.raises(InferenceServerException) as e:
-            client.load_model(model)
+            client.load_model(model, headers=server.admin())
         assert CAUSES[model] in e.value.message(), e.value.message()
         assert not client.is_model_ready(model)
         assert client.is_model_ready("dllm")
