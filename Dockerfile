@@ -1,6 +1,14 @@
 # dllm-serve on NVIDIA's Triton image (release 24.10 = Triton 2.51; Ubuntu 22.04, Python 3.10, CUDA 12.6).
 #   docker build -t dllm-serve .
-#   docker run --gpus all --shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002 dllm-serve
+#   docker run --gpus all --shm-size=1g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 dllm-serve
+# What to open: inside the container tritonserver listens on every interface (Docker's port mapping
+# needs it), so the -p options decide who can connect. 8000 (HTTP) and 8001 (gRPC) serve inference;
+# 8002 serves Prometheus metrics (no secrets, but publish it to your monitoring only). Bind to
+# 127.0.0.1 as above unless other machines must call the server (then -p 8000:8000 ..., behind your
+# own TLS and authentication: Triton has none). The model-repository (load/unload), shared-memory,
+# trace and logging APIs are closed: a random admin key nobody knows restricts them. To use them,
+# pass -e DLLM_ADMIN_KEY=<secret> and send the header `dllm-admin-key: <secret>` (gRPC metadata
+# `triton-grpc-protocol-dllm-admin-key`); never expose the shared-memory API to untrusted clients.
 # A real checkpoint: mount it and an engine.json that names it (see the README):
 #   docker run --gpus all --shm-size=1g -p 8000-8002:8000-8002 \
 #     -v /data/LLaDA-8B-Instruct:/checkpoints/llada:ro \
@@ -24,4 +32,8 @@ RUN pip install --no-cache-dir .
 COPY model_repository /models
 
 EXPOSE 8000 8001 8002
-CMD ["tritonserver", "--model-repository=/models", "--exit-timeout-secs=30"]
+# The same restriction as backend/serving/network.py applies to `make serve`.
+CMD ["/bin/sh", "-c", "key=${DLLM_ADMIN_KEY:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n')}; \
+apis=model-repository,shared-memory,trace,logging; \
+exec tritonserver --model-repository=/models --exit-timeout-secs=30 \
+--http-restricted-api=$apis:dllm-admin-key=$key --grpc-restricted-protocol=$apis:dllm-admin-key=$key"]
