@@ -71,7 +71,9 @@ def prepare(engine: Engine, workload: Workload, ids: list[list[int]], profile: d
     for item, p in zip(workload.items, ids, strict=True):
         values = {**profile.get("sampling", {}), "max_tokens": item.max_tokens, **(scenario or {}).get("sampling", {}),
                   **variant.get("sampling", {})}
-        out.append(Prepared(item.arrival, p, engine.make_params(values), item.kind, item.answer))
+        # Ignoring EOS makes exact-match scoring meaningless (the text runs on past the answer).
+        answer = None if values.get("ignore_eos") else item.answer
+        out.append(Prepared(item.arrival, p, engine.make_params(values), item.kind, answer))
     return out
 
 
