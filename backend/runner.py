@@ -6,8 +6,9 @@
 - `decode`: the budgeted head on the masked rows of each block, one device-to-host copy at the end.
 
 It decides nothing: which requests run and in which phase comes from the scheduler; which positions
-a request caches comes from the request (its dense cache: every position outside its recomputed
-rows) and where they live from the pool; which rows get committed is the denoiser's job.
+a request may cache, and whether it keeps all of them, from the request (set by the engine); which
+ones a sparse head keeps, from the attention (`backend/sparse_attention.py`); where they live, from
+the pool; which rows get committed is the denoiser's job.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ class ModelRunner:
             seqlens.append(hi - lo)
             if refresh:
                 if self.pool is not None and self.pool.allocator.holds(r.request_id):
-                    blo, bhi = r.computed_range  # cacheable: every position outside the recomputed rows
-                    kept = np.concatenate([np.arange(0, blo), np.arange(bhi, r.seq_len)]).astype(np.int64)
+                    kept = np.asarray(r.cacheable_positions(), dtype=np.int64)
                     if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
                         entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)
                         sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept,

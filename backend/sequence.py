@@ -102,6 +102,11 @@ class Request:
         """Positions outside the recomputed rows: what a dense cache holds."""
         return 0 if self.params.cache == "none" else self.seq_len - self.reuse_cost
 
+    def cacheable_positions(self) -> list[int]:
+        """The positions a Refresh may cache, ascending: all but the rows a Reuse step recomputes."""
+        lo, hi = self.computed_range
+        return [*range(0, lo), *range(hi, self.seq_len)] if self.params.cache != "none" else []
+
     @property
     def sparse(self) -> bool:
         return self.retention < 1.0
