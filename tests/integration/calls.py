@@ -52,9 +52,11 @@ class GrpcStreams:
         self.client.start_stream(callback=lambda result, error: self.events.put((result, error)))
         self.results: dict[str, StreamResult] = {}
 
-    def send(self, request_id: str, inputs: list) -> None:
+    def send(self, request_id: str, inputs: list, parameters: dict | None = None) -> None:
+        """`parameters`: gRPC request parameters (typed values, as a client library sends them)."""
         self.results[request_id] = StreamResult()
-        self.client.async_stream_infer("dllm", inputs, request_id=request_id, enable_empty_final_response=True)
+        self.client.async_stream_infer("dllm", inputs, request_id=request_id, enable_empty_final_response=True,
+                                       parameters=parameters)
 
     def next_event(self, timeout: float = 60.0) -> tuple[str, bool]:
         """Handle one response; returns (request id, whether it was that request's last)."""

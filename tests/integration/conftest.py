@@ -52,7 +52,7 @@ def server(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("tritonserver") / "server.log", MODEL_REPOSITORY,
                        extra=[f"--model-repository={broken}"])
     yield srv
-    code = srv.stop()
+    code = srv.stop_cleanly()
     assert code == 0, f"tritonserver exited with {code}; log tail:\n" + "\n".join(srv.log().splitlines()[-30:])
 
 
@@ -77,7 +77,7 @@ def expected(reference_engine):
     cache = {}
 
     def run(prompt: str, **sampling) -> str:
-        key = (prompt, tuple(sorted(sampling.items())))
+        key = (prompt, json.dumps(sampling, sort_keys=True))  # values may be lists (stop)
         if key not in cache:
             eng = reference_engine
             ids = eng.tokenizer.encode(prompt)

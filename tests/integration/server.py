@@ -61,6 +61,33 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stubs(self) -> dict[int, str]:
+        """The server's Python-backend stub processes: pid -> the /dev/shm region each maps."""
+        out = {}
+        for child in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split():
+            try:
+                args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            region = next((a.decode() for a in args if a.startswith(b"triton_python_backend_shm_region")), None)
+            if args and args[0].endswith(b"triton_python_backend_stub") and region:
+                out[int(child)] = region
+        return out
+
+    def stop_cleanly(self, timeout: float = 30.0) -> int | None:
+        """Stop (as Ctrl-C does) and check that nothing is left behind: every stub process gone and
+        its /dev/shm region removed (waiting a few seconds for stubs that exit after the server)."""
+        stubs = self.stubs()
+        code = self.stop(timeout)
+        end = time.monotonic() + 15
+        while True:
+            alive = [pid for pid in stubs if _alive(pid)]
+            left = [r for r in stubs.values() if (Path("/dev/shm") / r).exists()]
+            if not alive and not left:
+                return code
+            assert time.monotonic() < end, f"left behind: stub processes {alive}, /dev/shm regions {left}"
+            time.sleep(0.2)
+
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # graceful: unload the model, then exit
@@ -71,6 +98,14 @@ class RunningServer:
                 self.proc.wait(10)
         join_log(self.proc)
         return self.proc.returncode
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
 def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITORY, model: str = "dllm",
