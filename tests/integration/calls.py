@@ -52,10 +52,10 @@ class GrpcStreams:
         self.client.start_stream(callback=lambda result, error: self.events.put((result, error)))
         self.results: dict[str, StreamResult] = {}
 
-    def send(self, request_id: str, inputs: list, parameters: dict | None = None) -> None:
+    def send(self, request_id: str, inputs: list, parameters: dict | None = None, model: str = "dllm") -> None:
         """`parameters`: gRPC request parameters (typed values, as a client library sends them)."""
         self.results[request_id] = StreamResult()
-        self.client.async_stream_infer("dllm", inputs, request_id=request_id, enable_empty_final_response=True,
+        self.client.async_stream_infer(model, inputs, request_id=request_id, enable_empty_final_response=True,
                                        parameters=parameters)
 
     def next_event(self, timeout: float = 60.0) -> tuple[str, bool]:
