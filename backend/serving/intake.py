@@ -68,13 +68,18 @@ class Intake:
         return Prepared(req, prompt_ids, params)
 
 
+def names_a_field(message: str) -> bool:
+    """Whether an error message has a client error's shape: the field's name first."""
+    return _FIELD_FIRST.match(message) is not None
+
+
 def _client_errors(fn, *args):
     """Run a validation step: its ValueErrors that name a field are the client's (InvalidInput)."""
     try:
         return fn(*args)
     except ValueError as e:
         message = str(e)
-        if not _FIELD_FIRST.match(message):
+        if not names_a_field(message):
             raise RuntimeError(f"validation failed without naming a field: {message}") from e
         if message.startswith(_ENGINE_PROMPT):
             message = "text_input: " + message[len(_ENGINE_PROMPT):]

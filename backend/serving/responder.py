@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.serving.intake import names_a_field
 from backend.serving.request_tracker import Reply, RequestTracker
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Responder:
             self._engine.submit(prompt_ids, params, request_id=request_id,
                                 on_output=lambda out: self._queue.put((_OUTPUT, request_id, out)))
         except Exception as e:
-            invalid = isinstance(e, ValueError)
+            invalid = isinstance(e, ValueError) and names_a_field(str(e))
             message = str(e) if invalid else f"internal error: {type(e).__name__}: {e}"
             self._queue.put((_FAIL, request_id, (message, invalid)))
 

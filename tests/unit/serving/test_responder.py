@@ -93,7 +93,8 @@ def test_abort_without_cancellation_means_unloading(setup):
 
 @pytest.mark.parametrize("failure, code", [(RuntimeError("engine loop is gone"), "INTERNAL"),
                                            (EngineDead("the engine has stopped (IndexError: 3)"), "INTERNAL"),
-                                           (ValueError("max_tokens: too long"), "INVALID_ARG")])
+                                           (ValueError("max_tokens: too long"), "INVALID_ARG"),
+                                           (ValueError("Overflow when unpacking long long"), "INTERNAL")])
 def test_failure_after_registration_is_answered_by_the_response_thread(failure, code):
     # Once registered, only the response thread touches the sender (Triton 2.51 crashes when a
     # closed sender is polled), so submit does not raise and that thread sends the error.
