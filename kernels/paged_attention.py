@@ -55,7 +55,8 @@ def paged_attention_reference(q, k, v, cu, k_cache, v_cache, table_row, block_ta
         if n:
             idx = cache_rows(block_tables, r, n, page_size)  # [Hkv, n]
             if min(counts) != n:  # slots past a head's count are padding (masked below): any valid row
-                idx = idx.masked_fill(torch.arange(n, device=idx.device) >= torch.tensor(counts, device=idx.device)[:, None], 0)
+                past = torch.arange(n, device=idx.device) >= torch.tensor(counts, device=idx.device)[:, None]
+                idx = idx.masked_fill(past, 0)
             ki = torch.cat([ki, k_cache[idx].transpose(0, 1)])
             vi = torch.cat([vi, v_cache[idx].transpose(0, 1)])
         mask = None
