@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_check_dry_run(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "BASELINE": str(tmp_path / "no-baseline")}
     env.pop("DLLM_KERNELS_ON_GPU", None)
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), str(tmp_path), "--dry-run"],
                           capture_output=True, text=True, env=env, timeout=600)
