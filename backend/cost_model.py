@@ -8,8 +8,8 @@ compute-bound regime: a cost per token through the model. Their crossing, `knee_
 compute, not bandwidth, becomes the limit: below it extra tokens ride along on the weight read.
 
 `calibrate` fits the model on the actual device and model from a few timed forwards (about a second
-on a GPU; the engine passes a function that runs them); `CostModel()` holds fixed defaults (a 2-core
-CPU running the bundled model), which tests use so that schedules do not depend on timing.
+on a GPU; the engine passes a function that runs them); `CostModel()` holds fixed defaults (the
+bundled model on a 2-core CPU), which tests use so that schedules do not depend on timing.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 @dataclass
 class CostModel:
-    floor: float = 2e-3  # seconds: an iteration of a handful of tokens (the weight read)
-    intercept: float = 1e-3  # seconds: the compute line's value at 0 tokens
-    per_token: float = 2e-5  # seconds per token through the model, once compute-bound
-    bandwidth: float = 20e9  # bytes per second for reading cached K/V
+    # Defaults: what calibration measured for the bundled model on a 2-core AMD EPYC (make bench,
+    # 2026-11-26): ~3 ms for any small iteration, ~115 us per token beyond, knee near 26 tokens.
+    floor: float = 3e-3  # seconds: an iteration of a handful of tokens (the weight read)
+    intercept: float = 0.0  # seconds: the compute line's value at 0 tokens
+    per_token: float = 1.15e-4  # seconds per token through the model, once compute-bound
+    bandwidth: float = 4.5e9  # bytes per second for reading cached K/V
     calibrated: bool = False
 
     def predict(self, tokens: int, kv_bytes: int = 0) -> float:
@@ -47,7 +49,13 @@ class CostModel:
                 "knee_tokens": self.knee_tokens, "calibrated": self.calibrated}
 
 
-def calibrate(time_forward: Callable[[int], float], weight_bytes: int, sizes: tuple[int, ...] = (16, 64, 512, 2048),
+def calibration_sizes(max_tokens: int) -> tuple[int, ...]:
+    """Token counts to time: a small one (the floor) and two on the compute line, within the budget."""
+    big = max(4, min(2048, max_tokens))
+    return tuple(sorted({min(16, big // 4), big // 2, big}))
+
+
+def calibrate(time_forward: Callable[[int], float], weight_bytes: int, sizes: tuple[int, ...] = (16, 512, 2048),
               repeats: int = 3) -> CostModel:
     """Fit from `time_forward(tokens) -> seconds` (a synchronised forward of that many tokens, warm).
     The floor is the smallest measured time; the compute line goes through the two largest sizes;

@@ -14,7 +14,7 @@ import torch
 
 from backend import fused_layers
 from backend.config import PRESETS
-from backend.cost_model import CostModel, calibrate
+from backend.cost_model import CostModel, calibrate, calibration_sizes
 from backend.denoise import select_commits
 from backend.engine_config import EngineConfig, MiB
 from backend.kv_pool import KVPool
@@ -100,13 +100,13 @@ class Engine:
         return cls(model, cfg, tokenizer, defaults, kv_bytes)
 
     def _cost_model(self) -> CostModel:
-        mode = self.config.cost_model
-        if mode == "fixed" or (mode == "auto" and self.model.device.type != "cuda"):
-            return CostModel()
+        mode, cap = self.config.cost_model, self.config.max_num_batched_tokens
+        if mode == "fixed" or (mode == "auto" and self.model.device.type != "cuda") or cap < 8:
+            return CostModel()  # (a budget under 8 tokens leaves no compute line to fit)
         from backend.memory_profile import forward_timer
 
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return calibrate(forward_timer(self.model, self.config.max_num_batched_tokens), weights)
+        return calibrate(forward_timer(self.model, cap), weights, calibration_sizes(cap))
 
     def _graphs(self):
         """Captured Reuse forwards on CUDA (unless `enforce_eager`); None means every step runs eagerly."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+
 from backend.cost_model import CostModel
 from backend.page_allocator import PageAllocator
 from backend.sampling_params import SamplingParams
@@ -164,3 +166,23 @@ def test_batch_invariance_under_phase(tiny64):
         mixed += bool(last and last.refresh_tokens and last.reuse_tokens)
     assert [got[i] for i in ids] == alone
     assert mixed > 0  # Refresh and Reuse work did share iterations
+
+
+@pytest.mark.parametrize("budget", [4096, 512, 64])
+def test_calibration_recovers_a_roofline(budget):
+    """From timed forwards of a machine whose iteration time is a known roofline, within any budget."""
+    from backend.cost_model import calibrate, calibration_sizes
+
+    true = CostModel(floor=6e-3, intercept=1e-3, per_token=2e-5, bandwidth=1e12)
+    seen = []
+
+    def time_forward(n):
+        seen.append(n)
+        return true.predict(min(n, budget))
+
+    got = calibrate(time_forward, weight_bytes=16 * 10**9, sizes=calibration_sizes(budget))
+    assert max(seen) <= budget and got.calibrated
+    assert got.per_token == pytest.approx(true.per_token, rel=1e-6) or budget == 64
+    for tokens in (8, 100, budget):
+        assert got.predict(tokens) == pytest.approx(true.predict(tokens), rel=0.3)
+    assert got.bandwidth == pytest.approx(16e9 / got.floor)
