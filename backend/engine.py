@@ -74,7 +74,7 @@ class Engine:
         self._pending: list[RequestOutput] = []
         self._ids = itertools.count()
         self.stats = {"iterations": 0, "forwards": 0, "refresh_rows": 0, "reuse_rows": 0, "committed": 0,
-                      "failed": 0, "refresh_tokens": 0, "reuse_tokens": 0, "iteration_seconds": 0.0}
+                      "failed": 0}
         # The latest iterations (time, predicted time, Refresh / Reuse tokens): metrics and benchmarks.
         self.iteration_log: deque[IterationRecord] = deque(maxlen=4096)
 
@@ -204,12 +204,9 @@ class Engine:
         refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
         reuse = [r for r, ph in batch if ph != Phase.REFRESH]
         tokens = refresh + sum(r.reuse_cost for r in reuse)
-        kv = sum(r.cached_positions for r in reuse) * self.scheduler.kv_bytes_per_position
-        it = IterationRecord(seconds, self.cost.predict(tokens, kv), refresh, tokens - refresh, len(batch))
-        self.iteration_log.append(it)
-        self.stats["refresh_tokens"] += it.refresh_tokens
-        self.stats["reuse_tokens"] += it.reuse_tokens
-        self.stats["iteration_seconds"] += seconds
+        kv = sum(self.scheduler.kv_bytes_read(r) for r in reuse)
+        self.iteration_log.append(IterationRecord(seconds, self.cost.predict(tokens, kv), refresh, tokens - refresh,
+                                                  len(batch)))
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1

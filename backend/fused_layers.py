@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from backend.models import DiffusionLM
 from backend.models.layers import RMSNorm, Rotary, SwiGLU
+from kernels import KERNEL_DTYPES
 
 log = logging.getLogger(__name__)
-KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def install(model: DiffusionLM) -> bool:

@@ -31,10 +31,6 @@ class CacheEntry:
     counts: list[int]  # slots held per KV head
     positions: torch.Tensor  # [num_layers, kv_heads, max(counts)] logical position per slot (may be a view)
 
-    @property
-    def num_slots(self) -> int:
-        return max(self.counts, default=0)
-
 
 class KVPool:
     def __init__(self, cfg: ModelConfig, num_pages: int, page_size: int, dtype: torch.dtype, device,
@@ -55,8 +51,7 @@ class KVPool:
                                         device=self.device)
         self.slot_counts = torch.zeros(max_requests, self.heads, dtype=torch.int32, device=self.device)
         self._free_rows = list(range(max_requests - 1, -1, -1))
-        self._rows: dict[str, int] = {}
-        self.entries: dict[str, CacheEntry] = {}
+        self.entries: dict[str, CacheEntry] = {}  # a request's table row lives as long as its entry
 
     @staticmethod
     def pages_for_budget(cfg: ModelConfig, budget_bytes: int, page_size: int, dtype: torch.dtype) -> int:
@@ -78,12 +73,12 @@ class KVPool:
         return len(self.allocator.owned.get(request_id, [])) * self.bytes_per_page
 
     # --- logical side -------------------------------------------------------------------------
-    def assign(self, request_id: str, positions: list[int]) -> tuple[CacheEntry, np.ndarray]:
+    def assign(self, request_id: str, positions) -> tuple[CacheEntry, np.ndarray]:
         """(Re)build the dense index of a request: every layer and head keeps `positions`, in order.
         Pages must already be allocated for at least len(positions) slots per head. Returns the entry
         and the pool rows `[len(positions), heads]` where the slots live (where to store the K/V);
         the caller writes `table_update(entry)` to the device with its step's inputs."""
-        pos = torch.tensor(positions, dtype=torch.long)
+        pos = torch.as_tensor(positions, dtype=torch.long)
         entry, rows = self._entry(request_id, len(positions))
         entry.positions = pos.expand(self.cfg.num_layers, self.heads, len(positions))
         return entry, rows.T
@@ -98,11 +93,13 @@ class KVPool:
         per_head = len(pages) // self.heads
         if per_head * self.page_size < n:
             raise RuntimeError(f"kv pool: {request_id} holds {per_head} pages per head for {n} slots")
-        row = self._rows.get(request_id)
-        if row is None:
-            if not self._free_rows:
-                raise RuntimeError("kv pool: more requests hold a cache than max_num_seqs allows")
-            row = self._rows[request_id] = self._free_rows.pop()
+        old = self.entries.get(request_id)
+        if old is not None:
+            row = old.table_row
+        elif self._free_rows:
+            row = self._free_rows.pop()
+        else:
+            raise RuntimeError("kv pool: more requests hold a cache than max_num_seqs allows")
         entry = CacheEntry(pages, row, [n] * self.heads, torch.empty(self.cfg.num_layers, self.heads, 0))
         self.entries[request_id] = entry
         table = np.asarray(pages, dtype=np.int64).reshape(self.heads, per_head)
@@ -118,14 +115,9 @@ class KVPool:
 
     def forget(self, request_id: str) -> None:
         """Drop a request's index and table row (its pages are freed by the allocator's owner)."""
-        self.entries.pop(request_id, None)
-        row = self._rows.pop(request_id, None)
-        if row is not None:
-            self._free_rows.append(row)
-
-    def release(self, request_id: str) -> int:
-        self.forget(request_id)
-        return self.allocator.free(request_id)
+        entry = self.entries.pop(request_id, None)
+        if entry is not None:
+            self._free_rows.append(entry.table_row)
 
     # --- physical side ------------------------------------------------------------------------
     def store(self, layer: int, dest: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

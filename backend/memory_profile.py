@@ -1,4 +1,5 @@
-"""CUDA: size the K/V pool from what is left after the weights and a worst-case forward."""
+"""Measuring the model on its device: the K/V pool size left after a worst-case forward (CUDA), and
+timed forwards for the cost model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from backend.engine_config import EngineConfig
 from backend.models import DiffusionLM, PackedBatch
 
 
+def _full_batch(model: DiffusionLM, tokens: int) -> tuple[torch.Tensor, PackedBatch]:
+    """`tokens` rows as whole sequences of at most the model's context (no cache): a Refresh-like forward."""
+    ctx = model.config.max_sequence_length
+    lengths = [ctx] * (tokens // ctx) + ([tokens % ctx] if tokens % ctx else [])
+    return torch.zeros(tokens, dtype=torch.long, device=model.device), PackedBatch.contiguous(lengths, model.device)
+
+
 @torch.inference_mode()
 def kv_budget_after_profiling(model: DiffusionLM, cfg: EngineConfig) -> int:
     """Bytes for the K/V pool: device memory x gpu_memory_utilization, minus the peak of a forward over
@@ -20,10 +28,7 @@ def kv_budget_after_profiling(model: DiffusionLM, cfg: EngineConfig) -> int:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     tokens = cfg.max_num_batched_tokens
-    ctx = model.config.max_sequence_length
-    lengths = [ctx] * (tokens // ctx) + ([tokens % ctx] if tokens % ctx else [])
-    ids = torch.zeros(tokens, dtype=torch.long, device=device)
-    hidden = model(ids, PackedBatch.contiguous(lengths, device))
+    hidden = model(*_full_batch(model, tokens))
     rows = min(tokens, rows_per_chunk(model.config.vocab_size, model.dtype, True, cfg.logit_budget_bytes))
     model.lm_head(hidden[:rows]).float()
     torch.cuda.synchronize(device)
@@ -41,16 +46,11 @@ def kv_budget_after_profiling(model: DiffusionLM, cfg: EngineConfig) -> int:
 def forward_timer(model: DiffusionLM, max_tokens: int):
     """`time(tokens) -> seconds` of one synchronised forward of `tokens` rows (sequences of at most the
     model's context, no cache), after a warm-up: what the cost model is calibrated with."""
-    device = model.device
-    ctx = model.config.max_sequence_length
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
 
     @torch.inference_mode()
     def time_forward(tokens: int) -> float:
-        tokens = max(1, min(tokens, max_tokens))
-        lengths = [ctx] * (tokens // ctx) + ([tokens % ctx] if tokens % ctx else [])
-        ids = torch.zeros(tokens, dtype=torch.long, device=device)
-        batch = PackedBatch.contiguous(lengths, device)
+        ids, batch = _full_batch(model, max(1, min(tokens, max_tokens)))
         model(ids, batch)  # warm-up (kernel selection, allocator)
         sync()
         start = time.perf_counter()

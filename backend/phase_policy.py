@@ -40,7 +40,7 @@ class PhasePolicy:
             if not r.needs_refresh and r.reuse_cost <= budget:
                 batch.append((r, Phase.REUSE))
                 budget -= r.reuse_cost
-                kv += r.cached_positions * s.kv_bytes_per_position
+                kv += s.kv_bytes_read(r)
         tokens = cfg.max_num_batched_tokens - budget
         full = cost.predict(cfg.max_num_seqs * FULL_BLOCK_ROWS)
         target = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv)) + cfg.refresh_spread * full

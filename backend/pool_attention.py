@@ -21,14 +21,15 @@ class PoolAttention(AttentionContext):
     def __init__(self, pool: KVPool, refresh_rows: int, refresh_seqlens: list[int], refresh_cu: torch.Tensor | None,
                  reuse_cu: torch.Tensor | None, reuse_table_row: torch.Tensor | None, max_reuse_rows: int,
                  store_src: torch.Tensor | None = None, store_dst: torch.Tensor | None = None,
-                 use_kernel: bool = True):
+                 use_kernel: bool = True, sparse_groups: list | None = None,
+                 sparse_positions: torch.Tensor | None = None):
         self.pool = pool
         self.refresh_rows, self.refresh_seqlens, self.refresh_cu = refresh_rows, refresh_seqlens, refresh_cu
         self.reuse_cu, self.reuse_table_row, self.max_reuse_rows = reuse_cu, reuse_table_row, max_reuse_rows
         self.store_src, self.store_dst = store_src, store_dst
         self.use_kernel = use_kernel
-        self.sparse_groups = []  # backend.sparse_attention.SparseGroup: Refresh requests that keep a subset
-        self.sparse_positions = None  # [layers, requests, heads, keep] what they kept, filled per layer
+        self.sparse_groups = sparse_groups or []  # SparseGroup: Refresh requests that keep a subset
+        self.sparse_positions = sparse_positions  # [layers, requests, heads, keep] what they kept, per layer
 
     def attend(self, layer, q, k, v, batch: PackedBatch):
         if self.store_src is not None:

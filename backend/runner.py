@@ -49,7 +49,6 @@ class ModelRunner:
         self.sparse_window = sparse_window  # positions next to the block that sparse heads always keep
         self.last_chunks = 0
         self.last_graphed = False  # the last forward replayed a CUDA graph
-        self.last_inputs: StepInputs | None = None  # the last step's inputs (benchmarks read its shape)
 
     @torch.inference_mode()
     def run(self, batch: list[tuple[Request, Phase]]) -> list[RowResults]:
@@ -82,7 +81,7 @@ class ModelRunner:
                                                  r.cached_positions, dst, self.sparse_window))
                         sparse_entries.append(entry)
                     else:
-                        entry, dst = self.pool.assign(r.request_id, kept.tolist())
+                        entry, dst = self.pool.assign(r.request_id, kept)
                         store_src.append(offset + kept)
                         store_dst.append(dst.reshape(-1))
                     updates.append((entry.table_row, *self.pool.table_update(entry)))
@@ -141,7 +140,6 @@ class ModelRunner:
 
     # --- forward ------------------------------------------------------------------------------
     def forward(self, inputs: StepInputs) -> torch.Tensor:
-        self.last_inputs = inputs
         pool = self.pool
         if inputs.table_rows is not None:
             pool.block_tables[inputs.table_rows] = inputs.tables
@@ -150,17 +148,15 @@ class ModelRunner:
         if self.last_graphed:
             return self.graphs.replay(inputs)
         nr = inputs.num_refresh
+        keep = inputs.sparse_keep
+        kept = torch.empty(self.model.config.num_layers, len(keep), pool.heads, max(keep), dtype=torch.long,
+                           device=self.device) if keep else None
         ctx = PoolAttention(pool, inputs.refresh_rows, inputs.refresh_seqlens, inputs.packed.cu_seqlens[:nr + 1],
                             inputs.reuse_cu, inputs.reuse_table_row, inputs.max_reuse_rows, inputs.store_src,
-                            inputs.store_dst, self.use_kernels)
-        if inputs.sparse_groups:
-            keep = inputs.sparse_keep
-            ctx.sparse_groups = inputs.sparse_groups
-            ctx.sparse_positions = torch.empty(self.model.config.num_layers, len(keep), pool.heads, max(keep),
-                                               dtype=torch.long, device=self.device)
+                            inputs.store_dst, self.use_kernels, inputs.sparse_groups, kept)
         hidden = self.model(inputs.input_ids, inputs.packed, ctx)
         for i, entry in enumerate(inputs.sparse_entries):  # what each head of each layer kept
-            entry.positions = ctx.sparse_positions[:, i, :, :inputs.sparse_keep[i]]
+            entry.positions = kept[:, i, :, :keep[i]]
         return hidden
 
     # --- decode -------------------------------------------------------------------------------

@@ -132,6 +132,10 @@ class Scheduler:
             self.allocator.free(r.request_id)
             self.on_free(r.request_id)
 
+    def kv_bytes_read(self, r: Request) -> int:
+        """Cached K/V a Reuse step of `r` attends to (what the cost model charges beyond the weights)."""
+        return r.cached_positions * self.kv_bytes_per_position
+
     def on_free(self, request_id: str) -> None:
         """Hook for the engine to drop the pool's index of a request whose pages were freed."""
 

@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kernels import KERNEL_DTYPES
+
 try:
     import triton
     import triton.language as tl
@@ -133,9 +135,6 @@ if triton is not None:
             out = acc / l_i[:, None]
             tl.store(O + offs_m[:, None] * s_ot + hq * s_oh + offs_d[None, :], out.to(O.dtype.element_ty),
                      mask=(offs_m < q_hi)[:, None] & d_ok[None, :])
-
-
-KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:

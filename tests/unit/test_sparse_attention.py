@@ -169,7 +169,8 @@ def test_over_admission_with_sparse_requests_queues_and_frees_everything(tiny64)
         if engine.scheduler.running and rng.random() < 0.1:
             engine.scheduler.preempt(engine.scheduler.running[-1])
     assert all(finished[i] == ("length", None) for i in ids)
-    assert engine.pool.allocator.num_used == 0 and not engine.pool.entries and not engine.pool._rows
+    assert engine.pool.allocator.num_used == 0 and not engine.pool.entries
+    assert sorted(engine.pool._free_rows) == list(range(engine.config.max_num_seqs))  # every table row back
     assert peak >= 2
 
 
