@@ -89,6 +89,20 @@ class ReuseGraphs:
                  self.buckets, self.rows, self.capture_seconds)
         return True
 
+    @torch.inference_mode()
+    def time_replay(self, b: int) -> float:
+        """Seconds of one synchronised replay of bucket `b` with every row live and no cached K/V: what
+        a small Reuse step costs without launches (the cost model's graph floor)."""
+        t = b * self.rows
+        self.cu[:b + 1] = torch.arange(0, t + 1, self.rows, dtype=torch.int32, device=self.cu.device)
+        self.table_row[:b] = -1
+        self.graphs[b].replay()  # warm
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        self.graphs[b].replay()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
     def bucket_for(self, inputs: StepInputs) -> int | None:
         if not inputs.is_pure_reuse or inputs.max_reuse_rows > self.rows:
             return None

@@ -61,12 +61,13 @@ class Engine:
         # engines gets exactly this engine's choice).
         self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
         c = self.config
-        self.cost = self._cost_model()  # after the kernels: it times the forward that will run
+        graphs = self._graphs()
+        self.cost = self._cost_model(graphs)  # after kernels and graphs: it times the forwards that will run
         self.scheduler = Scheduler(SchedulerConfig(c.max_num_batched_tokens, c.max_num_seqs, c.scheduler,
                                                    c.refresh_spread, c.max_refresh_wait), self.pool.allocator,
                                    self.cost, model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
         self.scheduler.on_free = self.pool.forget
-        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, self._graphs(), self.kernels,
+        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.kernels,
                                   self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
@@ -99,14 +100,17 @@ class Engine:
             kv_bytes = kv_budget_after_profiling(model, cfg)
         return cls(model, cfg, tokenizer, defaults, kv_bytes)
 
-    def _cost_model(self) -> CostModel:
+    def _cost_model(self, graphs) -> CostModel:
         mode, cap = self.config.cost_model, self.config.max_num_batched_tokens
         if mode == "fixed" or (mode == "auto" and self.model.device.type != "cuda") or cap < 8:
             return CostModel()  # (a budget under 8 tokens leaves no compute line to fit)
         from backend.memory_profile import forward_timer
 
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return calibrate(forward_timer(self.model, cap), weights, calibration_sizes(cap))
+        # Eager forwards give the floor and the compute line; a replay of the smallest captured Reuse
+        # graph gives the floor of the Reuse steps that replay (no launches: a third of it at N=1).
+        graph_time = (lambda: graphs.time_replay(graphs.buckets[0])) if graphs is not None else None
+        return calibrate(forward_timer(self.model, cap), weights, calibration_sizes(cap), graph_time=graph_time)
 
     def _graphs(self):
         """Captured Reuse forwards on CUDA (unless `enforce_eager`); None means every step runs eagerly."""
@@ -205,8 +209,8 @@ class Engine:
         reuse = [r for r, ph in batch if ph != Phase.REFRESH]
         tokens = refresh + sum(r.reuse_cost for r in reuse)
         kv = sum(self.scheduler.kv_bytes_read(r) for r in reuse)
-        self.iteration_log.append(IterationRecord(seconds, self.cost.predict(tokens, kv), refresh, tokens - refresh,
-                                                  len(batch)))
+        predicted = self.cost.predict(tokens, kv, graphed=self.runner.last_graphed)
+        self.iteration_log.append(IterationRecord(seconds, predicted, refresh, tokens - refresh, len(batch)))
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1

@@ -17,15 +17,13 @@ Refresh that fits, and no Refresh waits for more than a bounded number of iterat
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from backend.sequence import Phase, Status
 
 if TYPE_CHECKING:
     from backend.scheduler import Batch, Scheduler
-
-FULL_BLOCK_ROWS = 32  # a Reuse row count per request for "a full Reuse batch" (the common block length)
-
 
 class PhasePolicy:
     def schedule(self, s: Scheduler) -> Batch:
@@ -42,8 +40,8 @@ class PhasePolicy:
                 budget -= r.reuse_cost
                 kv += s.kv_bytes_read(r)
         tokens = cfg.max_num_batched_tokens - budget
-        full = cost.predict(cfg.max_num_seqs * FULL_BLOCK_ROWS)
-        target = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv)) + cfg.refresh_spread * full
+        target = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv),
+                     (1 + cfg.refresh_spread) * self._steady_time(s))
         s.last_target = target
 
         candidates = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
@@ -73,6 +71,17 @@ class PhasePolicy:
         for r in candidates:  # waiting counts only iterations a candidate was passed over
             r.refresh_wait = 0 if id(r) in scheduled else r.refresh_wait + 1
         return batch
+
+    @staticmethod
+    def _steady_time(s: Scheduler) -> float:
+        """Predicted time of an average iteration of the requests that are (or could be) running: each
+        costs its Reuse rows on most steps and its Refresh once per Refresh period. An iteration
+        paced at this carries just the Refresh work that keeps up, whatever the phases."""
+        room = max(0, s.cfg.max_num_seqs - len(s.running))
+        population = [*s.running, *itertools.islice(s.waiting, room)]
+        tokens = sum(r.steady_tokens() for r in population)
+        kv = sum(s.kv_bytes_read(r) * (1 - 1 / r.refresh_period) for r in population)
+        return s.cost.predict(min(int(tokens), s.cfg.max_num_batched_tokens), int(kv))
 
     @staticmethod
     def _evict_reuse(batch: Batch, need: int) -> int:

@@ -24,7 +24,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 4096  # token budget of one iteration
     max_num_seqs: int = 64  # requests running at once
     policy: str = "fcfs"
-    refresh_spread: float = 0.5  # phase: Refresh time allowed per iteration, as a share of a full Reuse one
+    refresh_spread: float = 0.1  # phase: headroom over the steady-state iteration time for Refresh work
     max_refresh_wait: int = 1  # phase: iterations a Refresh may be passed over before it is taken anyway
 
     def __post_init__(self):

@@ -94,6 +94,21 @@ class Request:
         lo, hi = self.computed_range
         return hi - lo
 
+    @property
+    def refresh_period(self) -> int:
+        """Steps from one Refresh of this request to the next (its block's steps, or the refresh interval)."""
+        p = self.params
+        if p.cache == "none":
+            return 1
+        # Threshold decoding decides its steps as it goes: a quarter of the block is a typical count.
+        steps = p.steps_per_block or (max(1, p.block_length // 4) if p.threshold is not None else p.block_length)
+        return max(1, min(steps, p.refresh_interval or steps))
+
+    def steady_tokens(self) -> float:
+        """Tokens per iteration this request costs on average over its Refresh period."""
+        n = self.refresh_period
+        return self.refresh_cost / n + self.reuse_cost * (n - 1) / n
+
     def step_cost(self) -> int:
         return self.refresh_cost if self.needs_refresh else self.reuse_cost
 

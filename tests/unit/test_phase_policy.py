@@ -13,12 +13,13 @@ from backend.page_allocator import PageAllocator
 from backend.sampling_params import SamplingParams
 from backend.scheduler import Scheduler, SchedulerConfig
 from backend.sequence import Phase, Request, Status
+from benchmarks.schedule_sim import advance
 
 COST = CostModel(floor=4e-3, intercept=2e-3, per_token=2.5e-5, bandwidth=4e12)  # knee at 80 tokens
 MAX_WAIT = 4
 
 
-def _scheduler(max_seqs=64, budget=16384, spread=0.5) -> Scheduler:
+def _scheduler(max_seqs=64, budget=16384, spread=0.1) -> Scheduler:
     return Scheduler(SchedulerConfig(budget, max_seqs, "phase", spread, MAX_WAIT), PageAllocator(100000, 16),
                      COST, kv_bytes_per_position=1024)
 
@@ -26,17 +27,6 @@ def _scheduler(max_seqs=64, budget=16384, spread=0.5) -> Scheduler:
 def _request(i: int, prompt=256, gen=256, block=32) -> Request:
     return Request(str(i), [1] * prompt, SamplingParams(max_tokens=gen, block_length=block, ignore_eos=True),
                    mask_token_id=0)
-
-
-def _advance(s: Scheduler, batch) -> None:
-    """What the engine would do after the forward: commit `quota` tokens; finish at the last block."""
-    for r, phase in batch:
-        if phase == Phase.REFRESH:
-            r.has_cache = True
-        r.commit(r.masked_positions()[:r.quota()], [7] * r.quota())
-        if r.all_blocks_done:
-            s.remove(r)
-            r.status = Status.FINISHED
 
 
 def _run(s: Scheduler, arrivals: dict[int, list[Request]], check) -> list[float]:
@@ -54,7 +44,7 @@ def _run(s: Scheduler, arrivals: dict[int, list[Request]], check) -> list[float]
         reuse = [r for r, ph in batch if ph == Phase.REUSE]
         kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
         times.append(COST.predict(refresh + sum(r.reuse_cost for r in reuse), kv))
-        _advance(s, batch)
+        advance(s, batch)
         i += 1
         assert i < 20000, "the schedule does not finish"
     return times
@@ -85,8 +75,9 @@ def _invariants(s: Scheduler, batch, ready_reuse, candidates, waits) -> None:
 def test_burst_spreads_refreshes_and_keeps_iterations_even():
     s = _scheduler()
     times = _run(s, {0: [_request(i) for i in range(64)]}, _invariants)
-    # The goal of the issue on the cost model's clock: iteration max / median <= 1.5, ramp-up included.
-    assert max(times) / statistics.median(times) <= 1.5, (max(times), statistics.median(times))
+    # The goal of the issue on the cost model's clock: iteration max / median <= 1.5, ramp-up included
+    # (pacing at the steady-state demand gets ~1.26 here; a fixed Refresh allowance got 2.0 on an H200).
+    assert max(times) / statistics.median(times) <= 1.3, (max(times), statistics.median(times))
 
 
 def test_fcfs_burst_for_comparison_stalls_at_block_boundaries():
@@ -119,25 +110,32 @@ def test_stream_of_arrivals_waits_are_bounded():
     assert len(waits) == 40 and max(waits) <= (MAX_WAIT + 1) * clock["queue"], (waits, clock)
 
 
-def test_refresh_work_per_iteration_grows_with_the_spread():
-    """Next to a Reuse batch, the Refresh work an iteration takes is what the spread allows: none with
-    spread 0 (beyond what rides free under the knee), more with more."""
+def test_refresh_work_per_iteration_keeps_up_with_demand_plus_the_spread():
+    """Next to a Reuse batch, an iteration takes the Refresh work that fits under (1 + spread) x the
+    steady-state iteration (every request's Reuse rows, plus its Refresh once per block of steps):
+    more with more spread, and with spread 0 at least the Refreshes that keep up with that demand."""
     taken = []
     for spread in (0.0, 0.5, 2.0):
         s = _scheduler(spread=spread)
         for i in range(64):
             s.add(_request(i))
         first = s.schedule()
-        assert first and all(ph == Phase.REFRESH for _, ph in first)  # an empty iteration takes one anyway
-        _advance(s, first)
+        assert first and all(ph == Phase.REFRESH for _, ph in first)
+        advance(s, first)
         for r in s.waiting:
-            r.refresh_wait = 0  # no forced Refresh: the spread alone decides
+            r.refresh_wait = 0  # no forced Refresh: the target alone decides
+        everyone = [*s.running, *s.waiting]
+        steady_tokens = sum(r.refresh_cost / 32 + r.reuse_cost * 31 / 32 for r in everyone)
+        steady_kv = sum(r.cached_positions * 1024 * 31 / 32 for r in everyone)
+        steady = COST.predict(int(steady_tokens), int(steady_kv))
         second = s.schedule()
         n = sum(ph == Phase.REFRESH for _, ph in second)
         reuse = sum(r.reuse_cost for r, ph in second if ph == Phase.REUSE)
+        assert s.last_target == pytest.approx((1 + spread) * steady)
         assert COST.predict(reuse + n * 512) <= s.last_target < COST.predict(reuse + (n + 1) * 512)
         taken.append(n)
-    assert taken[0] == 0 < taken[1] < taken[2]
+    assert taken[0] * 512 >= 64 * 512 / 32  # the demand: each of 64 requests refreshes once per 32 steps
+    assert taken[0] < taken[1] < taken[2]
 
 
 def test_batch_invariance_under_phase(tiny64):
@@ -186,3 +184,36 @@ def test_calibration_recovers_a_roofline(budget):
     for tokens in (8, 100, budget):
         assert got.predict(tokens) == pytest.approx(true.predict(tokens), rel=0.3)
     assert got.bandwidth == pytest.approx(16e9 / got.floor)
+
+
+def test_calibration_takes_the_graph_floor_from_a_replay():
+    """With CUDA graphs the floor of a replayed Reuse step is timed apart: it predicts graphed steps,
+    eager ones keep the eager floor, and the compute line is the same for both."""
+    from backend.cost_model import calibrate, calibration_sizes
+
+    eager = CostModel(floor=18e-3, intercept=2e-3, per_token=2e-5, bandwidth=1e12)  # knee at 800 tokens
+    got = calibrate(eager.predict, 16 * 10**9, calibration_sizes(16384), graph_time=lambda: 6e-3)
+    assert got.graph_floor == pytest.approx(6e-3) and got.floor == pytest.approx(18e-3)
+    assert got.predict(32, graphed=True) == pytest.approx(6e-3)
+    assert got.predict(32) == pytest.approx(18e-3)
+    assert got.predict(4096, graphed=True) == pytest.approx(got.predict(4096)) == pytest.approx(eager.predict(4096))
+    assert got.bandwidth == pytest.approx(16e9 / 6e-3)
+    assert calibrate(eager.predict, weight_bytes=1).graph_floor is None
+
+
+def test_modelled_gpu_schedules():
+    """`benchmarks.schedule_sim` on the H200 model: every request finishes after one forward per token
+    (one token per step), the policies compute the same work, and `phase` keeps a burst's iterations
+    within 1.5x of their median where `fcfs` and `static` spike at block boundaries and admission."""
+    from benchmarks.schedule_sim import H200_LLADA_8B, iteration_summary, simulate
+    from client.workloads import WorkItem
+
+    items = [WorkItem(0.0, 128, prompt_len=256) for _ in range(32)]
+    engine, cost = {"max_num_batched_tokens": 16384, "max_num_seqs": 128}, H200_LLADA_8B.calibrated_cost(16384)
+    spread = {}
+    for policy in ("fcfs", "phase", "static"):
+        records, iters = simulate(policy, items, H200_LLADA_8B, cost, engine, {"block_length": 32})
+        assert all(r.finish is not None and r.forwards == 128 and r.first_delta <= r.finish for r in records)
+        assert sum(i.reuse_tokens + i.refresh_tokens for i in iters) >= 32 * 128 * 32
+        spread[policy] = iteration_summary(iters)["max_over_median"]
+    assert spread["phase"] <= 1.5 < min(spread["fcfs"], spread["static"]), spread

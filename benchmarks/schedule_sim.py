@@ -1,0 +1,241 @@
+"""Schedules on a device you do not have: the engine's own Scheduler and policies, a modelled clock.
+
+Requests advance as the engine advances them (a Refresh rebuilds the cache, every step commits its
+quota, the last block finishes the request; tokens are committed left to right, so a request's
+first delta comes with its first step), and each iteration costs what a `DeviceModel` says that
+device takes for the tokens it computes and the K/V it reads. The policy sees only its cost model,
+as in the engine: `--cost calibrated` is what the engine's start-up calibration (timed eager
+forwards, one graph replay) would fit on that device, `--cost exact` the device model itself.
+
+    python -m benchmarks.schedule_sim                       # the GPU profile's workloads, H200 model
+    python -m benchmarks.schedule_sim --workloads burst-64 --policies phase --json out.json
+
+The figures are a model's, not a measurement: they say how policies compare and why, and where a
+GPU run should look; `benchmarks/gpu_check.sh` and `benchmarks.engine --profile gpu` measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import asdict, dataclass
+
+from backend.cost_model import CostModel, calibrate, calibration_sizes
+from backend.page_allocator import PageAllocator
+from backend.sampling_params import SamplingParams
+from backend.scheduler import POLICIES, Batch, Scheduler, SchedulerConfig
+from backend.sequence import Phase, Request, Status
+from benchmarks.metrics import RequestRecord, summarize
+from benchmarks.profiles import PROFILES
+from client import workloads
+from client.prompt_sources import SyntheticPrompts
+
+
+@dataclass
+class DeviceModel:
+    """Iteration time on one device and model shape (seconds, bytes):
+
+        gpu   = max(weights + kv / kv_bandwidth, intercept + reuse x reuse_per_token + refresh x refresh_per_token)
+        total = gpu when the iteration is a captured Reuse graph, else max(gpu, eager_floor)
+
+    `eager_floor` is what launching an eager forward costs when the GPU work is smaller."""
+    name: str
+    weights: float
+    intercept: float
+    reuse_per_token: float
+    refresh_per_token: float
+    kv_bandwidth: float
+    eager_floor: float
+    graph_max_seqs: int
+    kv_bytes_per_position: int
+    weight_bytes: int
+    pool_positions: int  # K/V positions the pool holds after weights and activations
+
+    def iteration(self, refresh: int, reuse: int, kv_bytes: int, reuse_requests: int) -> float:
+        gpu = max(self.weights + kv_bytes / self.kv_bandwidth,
+                  self.intercept + reuse * self.reuse_per_token + refresh * self.refresh_per_token)
+        graphed = refresh == 0 and 0 < reuse_requests <= self.graph_max_seqs
+        return gpu if graphed else max(gpu, self.eager_floor)
+
+    def calibrated_cost(self, max_tokens: int, graphs: bool = True) -> CostModel:
+        """What the engine's start-up calibration fits here: timed eager forwards of n tokens and (with
+        graphs) a replay of the one-request Reuse graph (32 rows, no cached K/V)."""
+        graph_time = (lambda: self.iteration(0, 32, 0, 1)) if graphs else None
+        return calibrate(lambda n: self.iteration(n, 0, 0, 0), self.weight_bytes, calibration_sizes(max_tokens),
+                         graph_time=graph_time)
+
+    def exact_cost(self) -> CostModel:
+        """A cost model with the graph-replay floor and the Reuse rate (what calibration should reach)."""
+        return CostModel(floor=self.eager_floor, intercept=self.intercept, per_token=self.reuse_per_token,
+                         bandwidth=self.kv_bandwidth, graph_floor=self.weights, calibrated=True)
+
+
+# LLaDA-8B shape in bf16 on an H200 (benchmarks/results/2026-11-26-h200-*): graph Reuse 6.09 / 16.1 /
+# 59.1 ms at 1 / 16 / 64 requests of 32 rows (28 us a row between 16 and 64), an eager N=1 Reuse
+# 18.7 ms, eager forwards ~21 us a token on the compute line, mixed 64-Reuse + 2,560-token Refresh
+# iterations 110-121 ms (59 + 2,560 x 21 us = 113); the N=1 step (6.1 ms) is the floor: 16 GB of weights
+# at ~4.8 TB/s (3.4 ms) plus what one graph replay of a small batch costs beyond.
+H200_LLADA_8B = DeviceModel("h200-llada-8b", weights=5.8e-3, intercept=1.8e-3, reuse_per_token=2.8e-5,
+                            refresh_per_token=2.1e-5, kv_bandwidth=4.0e12, eager_floor=18.0e-3,
+                            graph_max_seqs=128, kv_bytes_per_position=32 * 2 * 32 * 128 * 2,
+                            weight_bytes=16 * 10**9, pool_positions=200_000)
+DEVICES = {d.name: d for d in (H200_LLADA_8B,)}
+
+
+@dataclass
+class Iteration:
+    start: float
+    seconds: float
+    predicted: float
+    refresh_tokens: int
+    reuse_tokens: int
+    requests: int
+
+
+def advance(s: Scheduler, batch: Batch) -> list[Request]:
+    """What the engine does after a forward: a Refresh leaves a cache, each request commits its quota
+    (left to right), the last block finishes it. Returns the requests that finished."""
+    done = []
+    for r, phase in batch:
+        if phase == Phase.REFRESH and (s.allocator is None or s.allocator.holds(r.request_id)
+                                       or r.cached_positions == 0):
+            r.has_cache = True
+        masked = r.masked_positions()
+        n = r.quota() or len(masked)
+        r.commit(masked[:n], [1] * n)
+        r.forwards += 1
+        if r.all_blocks_done:
+            s.remove(r)
+            r.status = Status.FINISHED
+            done.append(r)
+    return done
+
+
+def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, cost: CostModel,
+             engine: dict, sampling: dict, spread: float | None = None) -> tuple[list[RequestRecord], list[Iteration]]:
+    cfg = SchedulerConfig(engine.get("max_num_batched_tokens", 16384), engine.get("max_num_seqs", 128), policy)
+    if spread is not None:
+        cfg.refresh_spread = spread
+    page = 16
+    s = Scheduler(cfg, PageAllocator(device.pool_positions // page, page), cost, device.kv_bytes_per_position)
+    pending = sorted(enumerate(items), key=lambda x: (x[1].arrival, x[0]))
+    records, by_id, iters, now = [], {}, [], 0.0
+    while pending or s.has_work():
+        while pending and pending[0][1].arrival <= now:
+            i, it = pending.pop(0)
+            params = SamplingParams(max_tokens=it.max_tokens, **{"ignore_eos": True, **sampling})
+            r = Request(str(i), [2] * it.prompt_len, params, mask_token_id=0, arrival_time=it.arrival)
+            s.add(r)
+            by_id[r.request_id] = RequestRecord(i, it.kind, it.arrival, it.prompt_len)
+            records.append(by_id[r.request_id])
+        batch = s.schedule()
+        if not batch:
+            now = max(now, pending[0][1].arrival)
+            continue
+        refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
+        reuse = [r for r, ph in batch if ph == Phase.REUSE]
+        kv = sum(s.kv_bytes_read(r) for r in reuse)
+        reuse_tokens = sum(r.reuse_cost for r in reuse)
+        seconds = device.iteration(refresh, reuse_tokens, kv, len(reuse))
+        predicted = cost.predict(refresh + reuse_tokens, kv, graphed=not refresh)
+        iters.append(Iteration(now, seconds, predicted, refresh, reuse_tokens, len(batch)))
+        now += seconds
+        finished = advance(s, batch)
+        for r, _ in batch:
+            rec = by_id[r.request_id]
+            if rec.first_delta is None and r.committed_prefix():
+                rec.first_delta = now
+        for r in finished:
+            rec = by_id[r.request_id]
+            rec.finish, rec.output_tokens, rec.forwards = now, r.params.max_tokens, r.forwards
+            rec.finish_reason = "length"
+    return records, iters
+
+
+def iteration_summary(iters: list[Iteration]) -> dict:
+    times = [i.seconds for i in iters]
+    med = statistics.median(times)
+    err = [abs(i.predicted - i.seconds) / i.seconds for i in iters]
+    return {"iterations": len(iters), "iter_p50_ms": round(med * 1e3, 2),
+            "iter_p95_ms": round(sorted(times)[int(0.95 * (len(times) - 1))] * 1e3, 2),
+            "iter_max_ms": round(max(times) * 1e3, 2), "max_over_median": round(max(times) / med, 3),
+            "model_err_pct": round(100 * statistics.median(err), 1),
+            "max_refresh_tokens": max(i.refresh_tokens for i in iters)}
+
+
+def scenarios(profile: dict, names: list[str] | None, rates: list[float] | None,
+              n: int | None = None) -> list[tuple[str, dict]]:
+    """(name, workload spec) of the profile's scenarios; a rate sweep becomes one entry per rate."""
+    out = []
+    for sc in profile["scenarios"]:
+        spec = {**sc["workload"], **({"n": n} if n else {})}
+        if names and spec["name"] not in names:
+            continue
+        sweep = rates if rates and spec.get("arrival") == "poisson" else sc.get("rates")
+        if not sweep:
+            out.append((spec["name"], spec))
+        else:
+            out += [(f"{spec['name']}@{r:g}", workloads.with_rate(spec, r)) for r in sweep]
+    return out
+
+
+def run(profile_name: str, device: DeviceModel, cost_mode: str, policies: list[str], names: list[str] | None,
+        rates: list[float] | None = None, spread: float | None = None, n: int | None = None) -> list[dict]:
+    prof = PROFILES[profile_name]
+    engine, sampling = prof["engine"], dict(prof.get("sampling", {}))
+    budget = engine.get("max_num_batched_tokens", 16384)
+    cost = {"exact": device.exact_cost, "calibrated": lambda: device.calibrated_cost(budget),
+            "eager": lambda: device.calibrated_cost(budget, graphs=False)}[cost_mode]()
+    source = SyntheticPrompts(1000, [])
+    rows = []
+    for name, spec in scenarios(prof, names, rates, n):
+        wl = workloads.build(spec, source, prof.get("gen_multiple", 1))
+        for policy in policies:
+            records, iters = simulate(policy, wl.items, device, cost, engine, sampling, spread)
+            summary = summarize(records)
+            rows.append({"workload": name, "policy": policy, "cost": cost_mode, **summary, **iteration_summary(iters)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| workload | policy | tok/s | lat p50 s | lat p95 s | lat p99 s | TTFD p95 s | iter p50 ms | "
+            "iter max ms | max/median | model err % |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lat, ttfd = r["latency_s"], r["ttfd_s"]
+        lines.append(f"| {r['workload']} | {r['policy']} | {r['throughput_tok_s']:.1f} | {lat['p50']:.2f} | "
+                     f"{lat['p95']:.2f} | {lat['p99']:.2f} | {ttfd['p95']:.2f} | {r['iter_p50_ms']:.1f} | "
+                     f"{r['iter_max_ms']:.1f} | {r['max_over_median']:.2f} | {r['model_err_pct']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="gpu", choices=sorted(PROFILES))
+    ap.add_argument("--device", default=H200_LLADA_8B.name, choices=sorted(DEVICES))
+    ap.add_argument("--cost", default="calibrated", choices=["calibrated", "eager", "exact"],
+                    help="the policy's cost model: the engine's calibration, the same without the graph floor "
+                         "(the engine before it timed graph replays), or the device model itself")
+    ap.add_argument("--policies", default="fcfs,phase,static")
+    ap.add_argument("--workloads", default="burst-64,mixed,longout,poisson")
+    ap.add_argument("--rates", default=None, help="Poisson rates (comma-separated) instead of each scenario's")
+    ap.add_argument("--n", type=int, default=None, help="requests per workload (default: each scenario's)")
+    ap.add_argument("--spread", type=float, default=None, help="refresh_spread (default: the scheduler's)")
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    a = ap.parse_args(argv)
+    policies = a.policies.split(",")
+    if unknown := set(policies) - set(POLICIES):
+        ap.error(f"--policies: unknown {sorted(unknown)}; known: {sorted(POLICIES)}")
+    rates = [float(x) for x in a.rates.split(",")] if a.rates else None
+    rows = run(a.profile, DEVICES[a.device], a.cost, policies, a.workloads.split(","), rates, a.spread, a.n)
+    print(f"Modelled schedules: profile {a.profile}, device model {a.device}, policy cost model {a.cost}")
+    print(table(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"device": asdict(DEVICES[a.device]), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
