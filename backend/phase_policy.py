@@ -4,15 +4,21 @@ Every iteration first takes all the Reuse work that is ready (one weight read se
 adds Refresh work (block starts, resumes after preemption, admissions) in arrival order while the
 cost model predicts that the iteration stays under its target:
 
-    target = max(t(reuse), t(knee)) + refresh_spread * t(a full Reuse batch)
+    target = max(t(reuse), t(knee), (1 + refresh_spread) * t(steady))
 
-`t(knee)` lets Refresh tokens ride free on a memory-bound Reuse iteration; the second term is a
-fixed Refresh allowance per iteration, so a burst's block-boundary Refreshes spread over several
-iterations instead of stalling everyone in one (iteration times stay within ~1 + refresh_spread of
-a full Reuse iteration). Bounded waiting: the oldest Refresh candidate is taken anyway once it has
-waited `max_refresh_wait` iterations, or when the iteration would otherwise be empty, evicting the
-newest Reuse rows from this iteration if the token budget needs it. Reuse is never held back for a
-Refresh that fits, and no Refresh waits for more than a bounded number of iterations.
+`t(steady)` is the average iteration of the requests running (or admissible): each costs its Reuse
+rows on most steps and its whole sequence once per Refresh period (its block's steps). Pacing at it
+gives every iteration the share of Refresh work that keeps up with demand, so a burst's requests,
+which all reach block boundaries together, drift apart (a Refresh that waits shifts that request's
+phase) until iterations are even; a larger allowance lets Refreshes cluster again, leaving
+iterations bimodal (pure Reuse vs Reuse + several Refreshes: 2x apart on an H200 with 0.5 of a
+full Reuse iteration as allowance). `t(knee)` lets Refresh tokens ride free on a memory-bound
+iteration. Bounded waiting: the oldest Refresh candidate is taken anyway once it has waited
+`max_refresh_wait` iterations (0, the default: every iteration takes at least the oldest, so a
+long prompt's Refresh, larger than any target, never holds the queue), or when the iteration would
+otherwise be empty, evicting the newest Reuse rows from this iteration if the token budget needs it.
+Reuse is never held back for a Refresh that fits, and no Refresh waits for more than a bounded
+number of iterations.
 """
 
 from __future__ import annotations
@@ -45,13 +51,13 @@ class PhasePolicy:
         s.last_target = target
 
         candidates = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
-        forced_used = False
         scheduled: set[int] = set()
         for r in candidates:
             if id(r) in s.preempted_now:
                 continue
             fits = cost.predict(tokens + r.refresh_cost, kv) <= target
-            force = not forced_used and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
+            # Over the target only for the head of the queue (nothing taken yet): bounded wait, not extra work.
+            force = not scheduled and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
             if not (fits or force):
                 break
             if r.refresh_cost > budget:
@@ -65,7 +71,6 @@ class PhasePolicy:
                     break
             batch.append((r, Phase.REFRESH))
             scheduled.add(id(r))
-            forced_used |= not fits
             budget -= r.refresh_cost
             tokens += r.refresh_cost
         for r in candidates:  # waiting counts only iterations a candidate was passed over

@@ -25,7 +25,7 @@ class SchedulerConfig:
     max_num_seqs: int = 64  # requests running at once
     policy: str = "fcfs"
     refresh_spread: float = 0.1  # phase: headroom over the steady-state iteration time for Refresh work
-    max_refresh_wait: int = 1  # phase: iterations a Refresh may be passed over before it is taken anyway
+    max_refresh_wait: int = 0  # phase: iterations the oldest pending Refresh may be passed over (0: one per iteration)
 
     def __post_init__(self):
         if self.max_num_batched_tokens < 1:

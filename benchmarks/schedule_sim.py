@@ -113,10 +113,10 @@ def advance(s: Scheduler, batch: Batch) -> list[Request]:
 
 
 def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, cost: CostModel,
-             engine: dict, sampling: dict, spread: float | None = None) -> tuple[list[RequestRecord], list[Iteration]]:
-    cfg = SchedulerConfig(engine.get("max_num_batched_tokens", 16384), engine.get("max_num_seqs", 128), policy)
-    if spread is not None:
-        cfg.refresh_spread = spread
+             engine: dict, sampling: dict, **policy_settings) -> tuple[list[RequestRecord], list[Iteration]]:
+    """Run `items` to completion; `policy_settings` override SchedulerConfig fields (refresh_spread, ...)."""
+    cfg = SchedulerConfig(engine.get("max_num_batched_tokens", 16384), engine.get("max_num_seqs", 128), policy,
+                          **{k: v for k, v in policy_settings.items() if v is not None})
     page = 16
     s = Scheduler(cfg, PageAllocator(device.pool_positions // page, page), cost, device.kv_bytes_per_position)
     pending = sorted(enumerate(items), key=lambda x: (x[1].arrival, x[0]))
@@ -181,7 +181,7 @@ def scenarios(profile: dict, names: list[str] | None, rates: list[float] | None,
 
 
 def run(profile_name: str, device: DeviceModel, cost_mode: str, policies: list[str], names: list[str] | None,
-        rates: list[float] | None = None, spread: float | None = None, n: int | None = None) -> list[dict]:
+        rates: list[float] | None = None, n: int | None = None, **policy_settings) -> list[dict]:
     prof = PROFILES[profile_name]
     engine, sampling = prof["engine"], dict(prof.get("sampling", {}))
     budget = engine.get("max_num_batched_tokens", 16384)
@@ -192,7 +192,7 @@ def run(profile_name: str, device: DeviceModel, cost_mode: str, policies: list[s
     for name, spec in scenarios(prof, names, rates, n):
         wl = workloads.build(spec, source, prof.get("gen_multiple", 1))
         for policy in policies:
-            records, iters = simulate(policy, wl.items, device, cost, engine, sampling, spread)
+            records, iters = simulate(policy, wl.items, device, cost, engine, sampling, **policy_settings)
             summary = summarize(records)
             rows.append({"workload": name, "policy": policy, "cost": cost_mode, **summary, **iteration_summary(iters)})
     return rows
@@ -222,13 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default=None, help="Poisson rates (comma-separated) instead of each scenario's")
     ap.add_argument("--n", type=int, default=None, help="requests per workload (default: each scenario's)")
     ap.add_argument("--spread", type=float, default=None, help="refresh_spread (default: the scheduler's)")
+    ap.add_argument("--max-refresh-wait", type=int, default=None, help="max_refresh_wait (default: the scheduler's)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     a = ap.parse_args(argv)
     policies = a.policies.split(",")
     if unknown := set(policies) - set(POLICIES):
         ap.error(f"--policies: unknown {sorted(unknown)}; known: {sorted(POLICIES)}")
     rates = [float(x) for x in a.rates.split(",")] if a.rates else None
-    rows = run(a.profile, DEVICES[a.device], a.cost, policies, a.workloads.split(","), rates, a.spread, a.n)
+    rows = run(a.profile, DEVICES[a.device], a.cost, policies, a.workloads.split(","), rates, a.n,
+               refresh_spread=a.spread, max_refresh_wait=a.max_refresh_wait)
     print(f"Modelled schedules: profile {a.profile}, device model {a.device}, policy cost model {a.cost}")
     print(table(rows))
     if a.json:
