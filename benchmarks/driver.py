@@ -119,8 +119,7 @@ def replay(engine: Engine, requests: list[Prepared], concurrency: int | None = N
             if rec is None:
                 continue
             if out.new_token_ids:
-                if rec.first_delta is None:
-                    rec.first_delta = now
+                rec.delta(now)
                 rec.token_ids += out.new_token_ids
             rec.output_tokens, rec.forwards = out.num_output_tokens, out.forwards
             if out.finished:

@@ -4,6 +4,8 @@ benchmark and for Perf Analyzer runs through Triton (so the two can be compared 
 Definitions (times in seconds):
 - latency: finish - arrival (arrival is the scheduled time in open loop, the send time in closed loop);
 - time to first delta (TTFD): first non-empty delta - arrival;
+- inter-delta latency (ITL): the time between two successive non-empty deltas of a request (what a
+  streaming client waits between updates; a long iteration shows here for everyone running);
 - throughput: generated tokens (streamed output tokens) / (last finish - first arrival);
 - requests/s: completed requests over the same span.
 """
@@ -30,9 +32,20 @@ class RequestRecord:
     error: str | None = None
     correct: bool | None = None  # exact match with the task's answer, when it has one
     token_ids: list[int] = field(default_factory=list, repr=False)
+    gaps: list[float] = field(default_factory=list, repr=False)  # between successive non-empty deltas
+    last_delta: float | None = field(default=None, repr=False)
+
+    def delta(self, now: float) -> None:
+        """A non-empty delta arrived at `now`."""
+        if self.first_delta is None:
+            self.first_delta = now
+        else:
+            self.gaps.append(now - self.last_delta)
+        self.last_delta = now
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "token_ids"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("token_ids", "gaps", "last_delta")}
+        out["max_gap"] = round(max(self.gaps), 6) if self.gaps else None
         for k in ("arrival", "first_delta", "finish"):
             if out[k] is not None:
                 out[k] = round(out[k], 6)
@@ -78,6 +91,7 @@ def summarize(records: list[RequestRecord]) -> dict:
         "throughput_req_s": round(len(ok) / span, 4) if span > 0 else None,
         "latency_s": distribution([r.finish - r.arrival for r in ok]),
         "ttfd_s": distribution([r.first_delta - r.arrival for r in ok if r.first_delta is not None]),
+        "itl_s": distribution([g for r in ok for g in r.gaps]),
     }
     if scored:
         out["accuracy"] = round(sum(scored) / len(scored), 4)

@@ -80,16 +80,18 @@ def markdown_table(doc: dict) -> str:
             lines.append(f"| {r['workload']} | {r['variant']} | " + " | ".join(cells) + " |")
     sched = [r for r in doc["results"] if r["variant"] in SCHEDULERS and r.get("engine", {}).get("iteration_ms")]
     if sched:
-        lines += ["", "Schedulers: iteration times (ms) and their spread (max / median), the cost model's median "
+        lines += ["", "Schedulers: inter-delta latency p99 (ITL, what a streaming client waits between updates), "
+                  "iteration times (ms) and their spread (max / median), the cost model's median "
                   "prediction error, the most Refresh tokens in one iteration:", "",
-                  "| workload | config | tok/s | lat p95 | TTFD p95 | iter p50 | iter p95 | iter max | max/median "
-                  "| model err % | max Refresh tok |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| workload | config | tok/s | lat p95 | TTFD p95 | ITL p99 | iter p50 | iter p95 | iter max "
+                  "| max/median | model err % | max Refresh tok |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sched:
             s, e = r["summary"], r["engine"]
             it = e["iteration_ms"]
             lines.append(f"| {r['workload']} | {r['variant']} | {_f(s['throughput_tok_s'], 1)} | "
-                         f"{_ms(s['latency_s']['p95'])} | {_ms(s['ttfd_s']['p95'])} | {_f(it['p50'], 1)} | "
+                         f"{_ms(s['latency_s']['p95'])} | {_ms(s['ttfd_s']['p95'])} | "
+                         f"{_ms(s.get('itl_s', {}).get('p99'))} | {_f(it['p50'], 1)} | "
                          f"{_f(it['p95'], 1)} | {_f(it['max'], 1)} | {_f(e.get('iteration_spread'))} | "
                          f"{_f(e.get('cost_model_error_pct'), 1)} | {_f(e.get('refresh_tokens_per_iteration_max'))} |")
     long = [r for r in doc["results"] if r["workload"].startswith("longctx")]

@@ -142,10 +142,8 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
         iters.append(Iteration(now, seconds, predicted, refresh, reuse_tokens, len(batch)))
         now += seconds
         finished = advance(s, batch)
-        for r, _ in batch:
-            rec = by_id[r.request_id]
-            if rec.first_delta is None and r.committed_prefix():
-                rec.first_delta = now
+        for r, _ in batch:  # tokens commit left to right: every step streams a delta
+            by_id[r.request_id].delta(now)
         for r in finished:
             rec = by_id[r.request_id]
             rec.finish, rec.output_tokens, rec.forwards = now, r.params.max_tokens, r.forwards
@@ -199,13 +197,14 @@ def run(profile_name: str, device: DeviceModel, cost_mode: str, policies: list[s
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| workload | policy | tok/s | lat p50 s | lat p95 s | lat p99 s | TTFD p95 s | iter p50 ms | "
-            "iter max ms | max/median | model err % |")
+    head = ("| workload | policy | tok/s | lat p50 s | lat p95 s | lat p99 s | TTFD p95 s | ITL p99 ms | "
+            "iter p50 ms | iter max ms | max/median | model err % |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lat, ttfd = r["latency_s"], r["ttfd_s"]
         lines.append(f"| {r['workload']} | {r['policy']} | {r['throughput_tok_s']:.1f} | {lat['p50']:.2f} | "
-                     f"{lat['p95']:.2f} | {lat['p99']:.2f} | {ttfd['p95']:.2f} | {r['iter_p50_ms']:.1f} | "
+                     f"{lat['p95']:.2f} | {lat['p99']:.2f} | {ttfd['p95']:.2f} | {r['itl_s']['p99'] * 1e3:.1f} | "
+                     f"{r['iter_p50_ms']:.1f} | "
                      f"{r['iter_max_ms']:.1f} | {r['max_over_median']:.2f} | {r['model_err_pct']:.1f} |")
     return "\n".join(lines)
 

@@ -49,7 +49,11 @@ def _record(n: int, r: dict, t0: int, items_by_key: dict) -> RequestRecord:
     if not times:
         rec.error = "no response"
         return rec
-    rec.first_delta = (times[0] - t0) * NS
+    for t, o in zip(times, outputs, strict=False):
+        if int(o.get("num_output_tokens") or 0) > 0:
+            rec.delta((t - t0) * NS)
+    if rec.first_delta is None:
+        rec.first_delta = (times[0] - t0) * NS
     rec.finish = (times[-1] - t0) * NS
     rec.output_tokens = sum(int(o.get("num_output_tokens") or 0) for o in outputs)
     reasons = [o.get("finish_reason") for o in outputs if o.get("finish_reason")]

@@ -67,6 +67,13 @@ def test_metrics_definitions():
     assert (s["completed"], s["errors"], s["output_tokens"]) == (2, 1, 40)
     assert s["throughput_tok_s"] == pytest.approx(40 / 3.0, rel=1e-3)
     assert s["latency_s"]["max"] == 2.0 and s["ttfd_s"]["p50"] == 0.5 and s["accuracy"] == 0.5
+    assert s["itl_s"]["p50"] is None  # no request streamed a second delta
+    streamed = RequestRecord(3, "short", 0.0, 5, finish=2.0, output_tokens=3)
+    for t in (0.25, 0.5, 1.25):
+        streamed.delta(t)
+    assert streamed.first_delta == 0.25 and streamed.gaps == [0.25, 0.75]
+    assert summarize([streamed])["itl_s"]["max"] == 0.75 and streamed.to_json()["max_gap"] == 0.75
+    assert "gaps" not in streamed.to_json() and RequestRecord.from_json(streamed.to_json()).first_delta == 0.25
 
 
 def test_engine_benchmark_writes_json_table_and_plots(tmp_path):
@@ -86,6 +93,7 @@ def test_engine_benchmark_writes_json_table_and_plots(tmp_path):
         assert s["completed"] == s["requests"] == 6 and s["errors"] == 0
         assert s["output_tokens"] == 6 * 16  # ignore_eos: every request generates max_tokens
         assert s["latency_s"]["p50"] <= s["latency_s"]["p99"]
+        assert s["itl_s"]["p50"] > 0  # 16 tokens in blocks of 8 stream more than one delta
         assert r["engine"]["tokens_per_forward"] == 1.0  # one token per denoising step
         assert r["memory"]["peak_rss_mib"] > 0 and "ratios" in r
     assert {r["ratios"]["throughput"] for r in doc["results"] if r["variant"] == "fcfs"} == {1.0}
