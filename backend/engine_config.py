@@ -30,7 +30,7 @@ class EngineConfig:
     scheduler: str = "phase"  # "phase" (phase-multiplexed) | "fcfs" | "static" (baselines)
     cost_model: str = "auto"  # "calibrate" (timed forwards at start), "fixed" (documented defaults), "auto":
     # calibrate on CUDA, fixed elsewhere
-    refresh_spread: float = 0.1  # phase: headroom over the steady-state iteration time for Refresh work
+    refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
     max_refresh_wait: int = 0  # phase: iterations the oldest pending Refresh may be passed over (0: one per iteration)
     enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
     cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths

@@ -1,24 +1,27 @@
 """Policy `phase`: the phase-multiplexed schedule (no tensors here).
 
 Every iteration first takes all the Reuse work that is ready (one weight read serves it all), then
-adds Refresh work (block starts, resumes after preemption, admissions) in arrival order while the
-cost model predicts that the iteration stays under its target:
+adds Refresh work (block starts, resumes after preemption, admissions) in arrival order while it is
+within the iteration's Refresh allowance:
 
-    target = max(t(reuse), t(knee), (1 + refresh_spread) * t(steady))
+    allowance = (1 + refresh_spread) x sum over the population of refresh_cost / refresh_period
 
-`t(steady)` is the average iteration of the requests running (or admissible): each costs its Reuse
-rows on most steps and its whole sequence once per Refresh period (its block's steps). Pacing at it
-gives every iteration the share of Refresh work that keeps up with demand, so a burst's requests,
-which all reach block boundaries together, drift apart (a Refresh that waits shifts that request's
-phase) until iterations are even; a larger allowance lets Refreshes cluster again, leaving
-iterations bimodal (pure Reuse vs Reuse + several Refreshes: 2x apart on an H200 with 0.5 of a
-full Reuse iteration as allowance). `t(knee)` lets Refresh tokens ride free on a memory-bound
-iteration. Bounded waiting: the oldest Refresh candidate is taken anyway once it has waited
-`max_refresh_wait` iterations (0, the default: every iteration takes at least the oldest, so a
-long prompt's Refresh, larger than any target, never holds the queue), or when the iteration would
-otherwise be empty, evicting the newest Reuse rows from this iteration if the token budget needs it.
-Reuse is never held back for a Refresh that fits, and no Refresh waits for more than a bounded
-number of iterations.
+The population is the requests running plus those that could be admitted; each needs one Refresh
+of its whole sequence per Refresh period (its block's steps), so the sum is the Refresh work per
+iteration that keeps up with demand. Pacing at it spreads the population's Refreshes evenly over
+the period: a burst is admitted a few requests per iteration, so its requests reach their block
+boundaries at different iterations and every iteration carries about the same work. (Filling each
+iteration up to a time target instead, as this policy first did, admits a burst faster but leaves
+its requests clustered: their boundaries then collide every period, and iterations alternate
+between pure Reuse and Reuse + several Refreshes, 2x apart on an H200.)
+
+Refresh tokens also ride free while the cost model predicts the iteration is memory-bound:
+`max(t(reuse), t(knee))` (`Scheduler.last_target`), the knee being where compute becomes the limit.
+Bounded waiting: when no Refresh fits, the oldest one is taken anyway once it has been passed over
+`max_refresh_wait` times (0, the default: at once; a long prompt's Refresh, larger than any
+allowance, never holds the queue), or when the iteration would otherwise be empty, evicting the
+newest Reuse rows from this iteration if the token budget needs it. Reuse is never held back for a
+Refresh, and no Refresh waits for more than a bounded number of iterations.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from backend.sequence import Phase, Status
 
 if TYPE_CHECKING:
     from backend.scheduler import Batch, Scheduler
+
 
 class PhasePolicy:
     def schedule(self, s: Scheduler) -> Batch:
@@ -46,17 +50,18 @@ class PhasePolicy:
                 budget -= r.reuse_cost
                 kv += s.kv_bytes_read(r)
         tokens = cfg.max_num_batched_tokens - budget
-        target = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv),
-                     (1 + cfg.refresh_spread) * self._steady_time(s))
-        s.last_target = target
+        free_until = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv))
+        allowance = (1 + cfg.refresh_spread) * self._refresh_demand(s)
+        s.last_target, s.last_refresh_allowance = free_until, allowance
 
         candidates = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
         scheduled: set[int] = set()
+        refresh = 0
         for r in candidates:
             if id(r) in s.preempted_now:
                 continue
-            fits = cost.predict(tokens + r.refresh_cost, kv) <= target
-            # Over the target only for the head of the queue (nothing taken yet): bounded wait, not extra work.
+            fits = refresh + r.refresh_cost <= allowance or cost.predict(tokens + r.refresh_cost, kv) <= free_until
+            # Beyond the allowance only for the head of the queue (nothing taken yet): bounded wait.
             force = not scheduled and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
             if not (fits or force):
                 break
@@ -73,20 +78,17 @@ class PhasePolicy:
             scheduled.add(id(r))
             budget -= r.refresh_cost
             tokens += r.refresh_cost
+            refresh += r.refresh_cost
         for r in candidates:  # waiting counts only iterations a candidate was passed over
             r.refresh_wait = 0 if id(r) in scheduled else r.refresh_wait + 1
         return batch
 
     @staticmethod
-    def _steady_time(s: Scheduler) -> float:
-        """Predicted time of an average iteration of the requests that are (or could be) running: each
-        costs its Reuse rows on most steps and its Refresh once per Refresh period. An iteration
-        paced at this carries just the Refresh work that keeps up, whatever the phases."""
+    def _refresh_demand(s: Scheduler) -> float:
+        """Refresh tokens per iteration that keep up with the requests running and admissible."""
         room = max(0, s.cfg.max_num_seqs - len(s.running))
-        population = [*s.running, *itertools.islice(s.waiting, room)]
-        tokens = sum(r.steady_tokens() for r in population)
-        kv = sum(s.kv_bytes_read(r) * (1 - 1 / r.refresh_period) for r in population)
-        return s.cost.predict(min(int(tokens), s.cfg.max_num_batched_tokens), int(kv))
+        return sum(r.refresh_cost / r.refresh_period for r in itertools.chain(s.running,
+                                                                            itertools.islice(s.waiting, room)))
 
     @staticmethod
     def _evict_reuse(batch: Batch, need: int) -> int:

@@ -24,7 +24,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 4096  # token budget of one iteration
     max_num_seqs: int = 64  # requests running at once
     policy: str = "fcfs"
-    refresh_spread: float = 0.1  # phase: headroom over the steady-state iteration time for Refresh work
+    refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
     max_refresh_wait: int = 0  # phase: iterations the oldest pending Refresh may be passed over (0: one per iteration)
 
     def __post_init__(self):
@@ -47,7 +47,8 @@ class Scheduler:
         self.allocator = allocator
         self.cost = cost or CostModel()  # predicted iteration time (the `phase` policy's budget)
         self.kv_bytes_per_position = kv_bytes_per_position  # cached K/V of one position, all layers and heads
-        self.last_target: float | None = None  # the phase policy's last iteration-time target
+        self.last_target: float | None = None  # phase: the iteration time under which Refresh rides free
+        self.last_refresh_allowance: float | None = None  # phase: the last iteration's Refresh tokens allowance
         self.policy = POLICIES[cfg.policy]()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []

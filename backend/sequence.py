@@ -104,11 +104,6 @@ class Request:
         steps = p.steps_per_block or (max(1, p.block_length // 4) if p.threshold is not None else p.block_length)
         return max(1, min(steps, p.refresh_interval or steps))
 
-    def steady_tokens(self) -> float:
-        """Tokens per iteration this request costs on average over its Refresh period."""
-        n = self.refresh_period
-        return self.refresh_cost / n + self.reuse_cost * (n - 1) / n
-
     def step_cost(self) -> int:
         return self.refresh_cost if self.needs_refresh else self.reuse_cost
 
