@@ -51,3 +51,15 @@ def test_graph_replay_matches_eager_forward(tiny_name):
     runner.forward = both
     engine.generate(PROMPTS, SamplingParams(max_tokens=32, block_length=16, ignore_eos=True))
     assert len(diffs) > 10 and max(diffs) < 1e-4, diffs
+
+
+def test_cost_model_is_calibrated_with_the_graph_floor(tiny_name):
+    """On CUDA the cost model is timed at start: eager forwards for the floor and the compute line, a
+    replay of the smallest Reuse graph for the floor of replayed steps (no launches: below the eager one)."""
+    engine = Engine(_model(tiny_name), EngineConfig(kv_cache_bytes=8 << 20, max_num_seqs=4))
+    cost = engine.cost
+    assert cost.calibrated and cost.graph_floor is not None and 0 < cost.graph_floor <= cost.floor
+    engine.generate(PROMPTS, SamplingParams(max_tokens=16, block_length=8, ignore_eos=True))
+    # Replayed Reuse steps are predicted from the graph floor (eager predictions never go below the floor).
+    assert any(r.predicted < cost.floor for r in engine.iteration_log if not r.refresh_tokens)
+    assert all(r.predicted >= cost.floor for r in engine.iteration_log if r.refresh_tokens)
