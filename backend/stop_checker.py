@@ -1,10 +1,11 @@
 """End-of-generation detection on the committed prefix: stop token ids and stop strings.
 
 It runs on the engine thread for every request at every step, so its cost must grow no faster than
-linearly in the request's own size (committed tokens, stop strings): one decode of the prefix, one
-linear substring search per stop string, a KMP pass over at most the last len(stop) - 1 characters
-for the text to hold back, and decodes only near the end of the prefix to turn characters into
-tokens. Stop strings are bounded by validation (SamplingParams).
+linearly in the request's own size (committed tokens, stop strings). Stop ids are looked for only
+past what was already streamed, so without stop strings a step costs about what it committed. With
+them: one decode of the prefix, one linear substring search per stop string, a KMP pass over at most
+the last len(stop) - 1 characters for the text to hold back, and decodes only near the end of the
+prefix to turn characters into tokens. Stop strings are bounded by validation (SamplingParams).
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ class StopChecker:
         (it ends the text earlier). While no stop string has occurred, tokens whose text could be the
         start of one are held back, because streamed text cannot be taken back.
         """
-        eos_at = None
-        if not params.ignore_eos:
-            eos_at = next((i for i, t in enumerate(prefix) if t in self.stop_token_ids), None)
+        eos_at = None if params.ignore_eos else self._first_stop_id(prefix, streamed)
         text_ids = prefix if eos_at is None else prefix[:eos_at]
         if not params.stop or self.tokenizer is None or not text_ids:
             return (len(prefix), None) if eos_at is None else (eos_at, "eos")
@@ -41,6 +40,17 @@ class StopChecker:
             return eos_at, "eos"
         held = max(partial_match(text, s) for s in params.stop)
         return self._tokens_within(prefix, len(text) - held, streamed), None
+
+    def _first_stop_id(self, prefix: list[int], start: int) -> int | None:
+        """Index of the first stop id at or after `start` (the streamed tokens hold none: a stop id
+        among them would have finished the request), searched at C speed by list.index."""
+        first = None
+        for t in self.stop_token_ids:
+            try:
+                first = prefix.index(t, start, len(prefix) if first is None else first)
+            except ValueError:
+                pass
+        return first
 
     def _tokens_within(self, prefix: list[int], chars: int, streamed: int) -> int:
         """max(streamed, the most leading tokens whose decoded text is at most `chars` characters).

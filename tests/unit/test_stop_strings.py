@@ -65,6 +65,24 @@ def test_stop_string_before_an_eos_of_the_same_step_wins():
     assert checker.check([0, 2], held, streamed=0) == (1, None)
 
 
+def test_stop_ids_are_found_past_the_streamed_tokens_as_a_full_scan_finds_them():
+    """Random prefixes with stop ids only past what was streamed: the first one, as a full scan sees it."""
+    import random
+
+    from backend.stop_checker import StopChecker
+
+    rng = random.Random(5)
+    checker = StopChecker(None, [97, 98, 99])
+    params = SamplingParams(max_tokens=8, block_length=8)
+    for _ in range(300):
+        streamed = rng.randrange(0, 20)
+        prefix = [rng.randrange(0, 10) for _ in range(streamed)] + [rng.choice([1, 2, 97, 98, 99])
+                                                                    for _ in range(rng.randrange(0, 20))]
+        full = next((i for i, t in enumerate(prefix) if t in (97, 98, 99)), None)
+        want = (len(prefix), None) if full is None else (full, "eos")
+        assert checker.check(prefix, params, streamed) == want
+
+
 def _held_naive(text: str, stop: str) -> int:
     return max((m for m in range(1, len(stop)) if text.endswith(stop[:m])), default=0)
 
