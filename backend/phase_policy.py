@@ -8,7 +8,8 @@ within the iteration's Refresh allowance:
 
 The population is the requests running plus those that could be admitted; each needs one Refresh
 of its whole sequence per Refresh period (its block's steps), so the sum is the Refresh work per
-iteration that keeps up with demand. Pacing at it spreads the population's Refreshes evenly over
+iteration that keeps up with demand; what an iteration leaves unspent carries to the next (at most
+one Refresh's worth: Refreshes are lumps). Pacing at it spreads the population's Refreshes evenly over
 the period: a burst is admitted a few requests per iteration, so its requests reach their block
 boundaries at different iterations and every iteration carries about the same work. (Filling each
 iteration up to a time target instead, as this policy first did, admits a burst faster but leaves
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 
 
 class PhasePolicy:
+    def __init__(self):
+        # Refresh tokens the pacing owes: each iteration adds its allowance, each Refresh taken within
+        # it spends its cost. Refreshes are lumps (a whole sequence each): without the carry, an
+        # allowance of 1.5 lumps takes one per iteration, and whatever is queued behind the running
+        # requests' block boundaries (admissions) never gets its share.
+        self.credit = 0.0
+
     def schedule(self, s: Scheduler) -> Batch:
         cfg, cost = s.cfg, s.cost
         s.preempted_now.clear()
@@ -55,12 +63,16 @@ class PhasePolicy:
         s.last_target, s.last_refresh_allowance = free_until, allowance
 
         candidates = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
+        # The carry is capped at one iteration's allowance plus the largest pending Refresh (what one
+        # lump left over may carry), and at as much debt; nothing is banked while nothing is pending.
+        cap = allowance + max((r.refresh_cost for r in candidates), default=0)
+        self.credit = max(-cap, min(self.credit + allowance, cap)) if candidates else 0.0
         scheduled: set[int] = set()
-        refresh = 0
         for r in candidates:
             if id(r) in s.preempted_now:
                 continue
-            fits = refresh + r.refresh_cost <= allowance or cost.predict(tokens + r.refresh_cost, kv) <= free_until
+            paid = r.refresh_cost <= self.credit
+            fits = paid or cost.predict(tokens + r.refresh_cost, kv) <= free_until
             # Beyond the allowance only for the head of the queue (nothing taken yet): bounded wait.
             force = not scheduled and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
             if not (fits or force):
@@ -78,7 +90,8 @@ class PhasePolicy:
             scheduled.add(id(r))
             budget -= r.refresh_cost
             tokens += r.refresh_cost
-            refresh += r.refresh_cost
+            if paid or not fits:  # a free ride on a memory-bound iteration costs no credit; a forced one does
+                self.credit -= r.refresh_cost
         for r in candidates:  # waiting counts only iterations a candidate was passed over
             r.refresh_wait = 0 if id(r) in scheduled else r.refresh_wait + 1
         return batch
