@@ -31,7 +31,7 @@ class EngineConfig:
     cost_model: str = "auto"  # "calibrate" (timed forwards at start), "fixed" (documented defaults), "auto":
     # calibrate on CUDA, fixed elsewhere
     refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
-    max_refresh_wait: int = 0  # phase: iterations the oldest pending Refresh may be passed over (0: one per iteration)
+    max_refresh_wait: int = 0  # phase: passes before the oldest pending Refresh is taken beyond the allowance
     enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
     cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs

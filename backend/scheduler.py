@@ -25,7 +25,7 @@ class SchedulerConfig:
     max_num_seqs: int = 64  # requests running at once
     policy: str = "fcfs"
     refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
-    max_refresh_wait: int = 0  # phase: iterations the oldest pending Refresh may be passed over (0: one per iteration)
+    max_refresh_wait: int = 0  # phase: passes before the oldest pending Refresh is taken beyond the allowance
 
     def __post_init__(self):
         if self.max_num_batched_tokens < 1:
