@@ -228,3 +228,33 @@ def test_modelled_gpu_schedules():
         assert sum(i.reuse_tokens + i.refresh_tokens for i in iters) >= 32 * 128 * 32
         spread[policy] = iteration_summary(iters)["max_over_median"]
     assert spread["phase"] <= 1.5 < min(spread["fcfs"], spread["static"]), spread
+
+
+@pytest.mark.parametrize("policy", ["phase", "fcfs", "static"])
+def test_schedule_model_replays_the_engines_iterations(policy):
+    """The schedule model advances requests as the engine does: for the same burst, the same policy and
+    cost model, it runs the very iterations the engine runs (Refresh and Reuse tokens, requests)."""
+    import dataclasses
+    import random
+
+    import torch
+
+    from backend.engine import Engine
+    from backend.engine_config import EngineConfig
+    from backend.models import random_model
+    from benchmarks.schedule_sim import H200_LLADA_8B, simulate
+    from client.workloads import WorkItem
+
+    rng = random.Random(3)
+    shapes = [(rng.randrange(2, 20), rng.choice([8, 16, 24, 32])) for _ in range(7)]  # (prompt, max_tokens)
+    limits = {"max_num_batched_tokens": 96, "max_num_seqs": 4}
+    model = random_model("tiny-llada", dtype=torch.float32, seed=2)
+    engine = Engine(model, EngineConfig(scheduler=policy, **limits))
+    prompts = [[rng.randrange(1, 60) for _ in range(p)] for p, _ in shapes]
+    engine.generate(prompts, [SamplingParams(max_tokens=g, block_length=8, ignore_eos=True) for _, g in shapes])
+    items = [WorkItem(0.0, g, prompt_len=p) for p, g in shapes]
+    device = dataclasses.replace(H200_LLADA_8B, kv_bytes_per_position=engine.scheduler.kv_bytes_per_position)
+    _, iters = simulate(policy, items, device, engine.cost, limits, {"block_length": 8})
+    modelled = [(i.refresh_tokens, i.reuse_tokens, i.requests) for i in iters]
+    assert modelled == [(r.refresh_tokens, r.reuse_tokens, r.requests) for r in engine.iteration_log]
+    assert any(r and u for r, u, _ in modelled) or policy == "static"  # phases shared iterations
