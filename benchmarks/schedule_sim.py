@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the policy's cost model: the engine's calibration, the same without the graph floor "
                          "(the engine before it timed graph replays), or the device model itself")
     ap.add_argument("--policies", default="fcfs,phase,static")
-    ap.add_argument("--workloads", default="burst-64,mixed,longout,poisson")
+    ap.add_argument("--workloads", default="burst-16,burst-64,mixed,mixed-sat,longout,poisson")
     ap.add_argument("--rates", default=None, help="Poisson rates (comma-separated) instead of each scenario's")
     ap.add_argument("--n", type=int, default=None, help="requests per workload (default: each scenario's)")
     ap.add_argument("--spread", type=float, default=None, help="refresh_spread (default: the scheduler's)")
