@@ -52,11 +52,14 @@ class DeviceModel:
     weight_bytes: int
     pool_positions: int  # K/V positions the pool holds after weights and activations
 
+    def graphed(self, refresh: int, reuse_requests: int) -> bool:
+        """Whether the engine replays a captured graph for this iteration (pure Reuse, a captured size)."""
+        return refresh == 0 and 0 < reuse_requests <= self.graph_max_seqs
+
     def iteration(self, refresh: int, reuse: int, kv_bytes: int, reuse_requests: int) -> float:
         gpu = max(self.weights + kv_bytes / self.kv_bandwidth,
                   self.intercept + reuse * self.reuse_per_token + refresh * self.refresh_per_token)
-        graphed = refresh == 0 and 0 < reuse_requests <= self.graph_max_seqs
-        return gpu if graphed else max(gpu, self.eager_floor)
+        return gpu if self.graphed(refresh, reuse_requests) else max(gpu, self.eager_floor)
 
     def calibrated_cost(self, max_tokens: int, graphs: bool = True) -> CostModel:
         """What the engine's start-up calibration fits here: timed eager forwards of n tokens and (with
@@ -138,7 +141,7 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
         kv = sum(s.kv_bytes_read(r) for r in reuse)
         reuse_tokens = sum(r.reuse_cost for r in reuse)
         seconds = device.iteration(refresh, reuse_tokens, kv, len(reuse))
-        predicted = cost.predict(refresh + reuse_tokens, kv, graphed=not refresh)
+        predicted = cost.predict(refresh + reuse_tokens, kv, graphed=device.graphed(refresh, len(reuse)))
         iters.append(Iteration(now, seconds, predicted, refresh, reuse_tokens, len(batch)))
         now += seconds
         finished = advance(s, batch)
