@@ -41,12 +41,6 @@ class CostModel:
         """Tokens at which an iteration stops being memory-bound."""
         return max(0, int((self.floor - self.intercept) / self.per_token))
 
-    def tokens_within(self, seconds: float, kv_bytes: int = 0) -> int:
-        """The most tokens an iteration reading `kv_bytes` of cache can compute within `seconds`."""
-        if self.floor + kv_bytes / self.bandwidth > seconds:
-            return 0
-        return max(0, int((seconds - self.intercept) / self.per_token))
-
     def to_dict(self) -> dict:
         return {"floor_ms": round(self.floor * 1e3, 3), "intercept_ms": round(self.intercept * 1e3, 3),
                 "per_token_us": round(self.per_token * 1e6, 3), "bandwidth_gb_s": round(self.bandwidth / 1e9, 1),

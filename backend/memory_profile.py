@@ -45,14 +45,18 @@ def kv_budget_after_profiling(model: DiffusionLM, cfg: EngineConfig) -> int:
 
 def forward_timer(model: DiffusionLM, max_tokens: int):
     """`time(tokens) -> seconds` of one synchronised forward of `tokens` rows (sequences of at most the
-    model's context, no cache), after a warm-up: what the cost model is calibrated with."""
+    model's context, no cache), after one warm-up per size: what the cost model is calibrated with."""
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    warm: set[int] = set()
 
     @torch.inference_mode()
     def time_forward(tokens: int) -> float:
-        ids, batch = _full_batch(model, max(1, min(tokens, max_tokens)))
-        model(ids, batch)  # warm-up (kernel selection, allocator)
-        sync()
+        n = max(1, min(tokens, max_tokens))
+        ids, batch = _full_batch(model, n)
+        if n not in warm:  # kernel selection and the allocator, once per shape
+            warm.add(n)
+            model(ids, batch)
+            sync()
         start = time.perf_counter()
         model(ids, batch)
         sync()

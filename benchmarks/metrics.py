@@ -109,3 +109,19 @@ def ratio(value, base) -> float | None:
     if value is None or not base:
         return None
     return round(value / base, 3)
+
+
+def iteration_stats(log) -> dict:
+    """Engine iterations (anything with `seconds`, `predicted`, `refresh_tokens`: the engine's
+    IterationRecord, the schedule model's Iteration): times (ms), their spread (max / median), the
+    cost model's median prediction error, the most Refresh tokens one iteration carried."""
+    if not log:
+        return {}
+    ms = sorted(1000 * it.seconds for it in log)
+    errors = sorted(abs(it.predicted - it.seconds) / it.seconds for it in log if it.seconds > 0)
+    median = ms[len(ms) // 2]
+    return {"iteration_ms": {"p50": round(median, 2), "p95": round(ms[int(0.95 * (len(ms) - 1))], 2),
+                             "max": round(ms[-1], 2)},
+            "iteration_spread": round(ms[-1] / median, 2) if median > 0 else None,
+            "cost_model_error_pct": round(100 * errors[len(errors) // 2], 1) if errors else None,
+            "refresh_tokens_per_iteration_max": max(it.refresh_tokens for it in log)}

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 from benchmarks.metrics import ratio
+from benchmarks.profiles import SCHEDULERS  # the variants that differ only in the scheduling policy
 
 README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
-SCHEDULERS = ("phase", "fcfs", "static")  # the variants that differ only in the scheduling policy
 
 
 def add_ratios(results: list[dict], baseline: str) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from dataclasses import asdict, dataclass
 
 from backend.cost_model import CostModel, calibrate, calibration_sizes
@@ -26,7 +25,7 @@ from backend.page_allocator import PageAllocator
 from backend.sampling_params import SamplingParams
 from backend.scheduler import POLICIES, Batch, Scheduler, SchedulerConfig
 from backend.sequence import Phase, Request, Status
-from benchmarks.metrics import RequestRecord, summarize
+from benchmarks.metrics import RequestRecord, iteration_stats, summarize
 from benchmarks.profiles import PROFILES
 from client import workloads
 from client.prompt_sources import SyntheticPrompts
@@ -154,17 +153,6 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
     return records, iters
 
 
-def iteration_summary(iters: list[Iteration]) -> dict:
-    times = [i.seconds for i in iters]
-    med = statistics.median(times)
-    err = [abs(i.predicted - i.seconds) / i.seconds for i in iters]
-    return {"iterations": len(iters), "iter_p50_ms": round(med * 1e3, 2),
-            "iter_p95_ms": round(sorted(times)[int(0.95 * (len(times) - 1))] * 1e3, 2),
-            "iter_max_ms": round(max(times) * 1e3, 2), "max_over_median": round(max(times) / med, 3),
-            "model_err_pct": round(100 * statistics.median(err), 1),
-            "max_refresh_tokens": max(i.refresh_tokens for i in iters)}
-
-
 def scenarios(profile: dict, names: list[str] | None, rates: list[float] | None,
               n: int | None = None) -> list[tuple[str, dict]]:
     """(name, workload spec) of the profile's scenarios; a rate sweep becomes one entry per rate."""
@@ -195,7 +183,7 @@ def run(profile_name: str, device: DeviceModel, cost_mode: str, policies: list[s
         for policy in policies:
             records, iters = simulate(policy, wl.items, device, cost, engine, sampling, **policy_settings)
             summary = summarize(records)
-            rows.append({"workload": name, "policy": policy, "cost": cost_mode, **summary, **iteration_summary(iters)})
+            rows.append({"workload": name, "policy": policy, "cost": cost_mode, **summary, **iteration_stats(iters)})
     return rows
 
 
@@ -204,11 +192,11 @@ def table(rows: list[dict]) -> str:
             "iter p50 ms | iter max ms | max/median | model err % |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lat, ttfd = r["latency_s"], r["ttfd_s"]
+        lat, ttfd, it = r["latency_s"], r["ttfd_s"], r["iteration_ms"]
         lines.append(f"| {r['workload']} | {r['policy']} | {r['throughput_tok_s']:.1f} | {lat['p50']:.2f} | "
                      f"{lat['p95']:.2f} | {lat['p99']:.2f} | {ttfd['p95']:.2f} | {r['itl_s']['p99'] * 1e3:.1f} | "
-                     f"{r['iter_p50_ms']:.1f} | "
-                     f"{r['iter_max_ms']:.1f} | {r['max_over_median']:.2f} | {r['model_err_pct']:.1f} |")
+                     f"{it['p50']:.1f} | {it['max']:.1f} | {r['iteration_spread']:.2f} | "
+                     f"{r['cost_model_error_pct']:.1f} |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from backend.decode_head import rows_per_chunk
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
 from benchmarks.driver import IterationProbe, Prepared, replay
-from benchmarks.metrics import summarize
+from benchmarks.metrics import iteration_stats, summarize
 from benchmarks.monitor import ResourceMonitor
 from client.workloads import Workload
 
@@ -136,20 +136,6 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
     }
     return {"summary": summarize(records), "engine": eng, "memory": mon.result(),
             "requests": [r.to_json() for r in records]}
-
-
-def iteration_stats(log) -> dict:
-    """Iteration times (ms), their spread (max / median) and the cost model's median prediction error."""
-    if not log:
-        return {}
-    ms = sorted(1000 * it.seconds for it in log)
-    errors = sorted(abs(it.predicted - it.seconds) / it.seconds for it in log if it.seconds > 0)
-    median = ms[len(ms) // 2]
-    return {"iteration_ms": {"p50": round(median, 2), "p95": round(ms[int(0.95 * (len(ms) - 1))], 2),
-                             "max": round(ms[-1], 2)},
-            "iteration_spread": round(ms[-1] / median, 2) if median > 0 else None,
-            "cost_model_error_pct": round(100 * errors[len(errors) // 2], 1) if errors else None,
-            "refresh_tokens_per_iteration_max": max(it.refresh_tokens for it in log)}
 
 
 def clock() -> str:
