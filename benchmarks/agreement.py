@@ -20,16 +20,18 @@ from backend.reference import generate
 from backend.sampling_params import SamplingParams
 
 
+def token_agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """Share of positions where two runs' outputs hold the same token (over the longer of each pair)."""
+    same = sum(sum(x == y for x, y in zip(p, q, strict=False)) for p, q in zip(a, b, strict=True))
+    total = sum(max(len(p), len(q)) for p, q in zip(a, b, strict=True))
+    return same / max(total, 1)
+
+
 def measure(engine: Engine, prompts: list[list[int]], params: SamplingParams) -> dict:
-    results = engine.generate(prompts, params)
-    same_tokens = total = exact = 0
-    for p, res in zip(prompts, results, strict=True):
-        ref = generate(engine.model, p, params, engine.stop_checker.stop_token_ids).tokens
-        n = max(len(ref), len(res.token_ids))
-        same_tokens += sum(a == b for a, b in zip(ref, res.token_ids, strict=False))
-        total += n
-        exact += ref == res.token_ids
-    return {"requests": len(prompts), "exact_requests": exact, "token_agreement": same_tokens / max(total, 1)}
+    got = [res.token_ids for res in engine.generate(prompts, params)]
+    ref = [generate(engine.model, p, params, engine.stop_checker.stop_token_ids).tokens for p in prompts]
+    return {"requests": len(prompts), "exact_requests": sum(a == b for a, b in zip(ref, got, strict=True)),
+            "token_agreement": token_agreement(ref, got)}
 
 
 def expectation(params: SamplingParams) -> str:

@@ -28,14 +28,11 @@ from backend.loader import load_model
 from backend.models import random_model
 from backend.reference import generate
 from backend.sampling_params import SamplingParams
+from benchmarks.agreement import token_agreement
 
 
 def _agreement(a: list[list[int]], b: list[list[int]]) -> float:
-    same = total = 0
-    for x, y in zip(a, b, strict=True):
-        same += sum(p == q for p, q in zip(x, y, strict=False))
-        total += max(len(x), len(y))
-    return round(same / max(total, 1), 4)
+    return round(token_agreement(a, b), 4)
 
 
 def _model(name: str, device: str, dtype: str):

@@ -22,6 +22,7 @@ from backend.engine_config import DEFAULT_MODEL, EngineConfig
 from backend.evaluate import evaluate, report
 from backend.tokenizer import Tokenizer
 from backend.training import tasks
+from benchmarks.agreement import token_agreement
 
 
 def engine_decoder(engine: Engine, outputs: list[list[int]]):
@@ -30,12 +31,6 @@ def engine_decoder(engine: Engine, outputs: list[list[int]]):
         outputs.extend(r.token_ids for r in res)
         return [(r.token_ids, r.forwards) for r in res]
     return decode
-
-
-def agreement(a: list[list[int]], b: list[list[int]]) -> float:
-    same = sum(sum(x == y for x, y in zip(p, q, strict=False)) for p, q in zip(a, b, strict=True))
-    total = sum(max(len(p), len(q)) for p, q in zip(a, b, strict=True))
-    return same / max(1, total)
 
 
 def main(argv=None) -> int:
@@ -70,7 +65,7 @@ def main(argv=None) -> int:
             row = {"retention": retention, "window": window, "min_cached": args.min_cached,
                    "accuracy": {t: round(s["accuracy"], 4) for t, s in rep["tasks"].items()},
                    "mean_accuracy": round(rep["overall_accuracy"], 4),
-                   "agreement_with_dense": round(agreement(tokens, dense_tokens), 4) if dense_tokens else None,
+                   "agreement_with_dense": round(token_agreement(tokens, dense_tokens), 4) if dense_tokens else None,
                    "seconds": rep["seconds"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
