@@ -37,14 +37,8 @@ def largest_block(max_tokens: int, cap: int = DEFAULT_MAX_BLOCK) -> int:
     return next(b for b in range(min(cap, max_tokens), 0, -1) if max_tokens % b == 0)
 
 
-def _threshold(name: str, v) -> float:
-    v = parse_float(name, v)
-    if not 0.0 < v <= 1.0:
-        raise ValueError(f"{name}: must be in (0, 1], got {show(v)}")
-    return v
-
-
-def _retention(name: str, v) -> float:
+def _share(name: str, v) -> float:
+    """A number in (0, 1]: a confidence threshold, a retention."""
     v = parse_float(name, v)
     if not 0.0 < v <= 1.0:
         raise ValueError(f"{name}: must be in (0, 1], got {show(v)}")
@@ -73,13 +67,13 @@ class SamplingParams:
     # run on every construction, so a SamplingParams holds nothing the engine cannot represent:
     # counts fit in int32, seeds in [0, 2**63), every float is finite.
     _CONVERTERS = {
-        "max_tokens": _count, "block_length": _count, "steps": _count, "threshold": _threshold,
+        "max_tokens": _count, "block_length": _count, "steps": _count, "threshold": _share,
         "temperature": partial(parse_float, lo=0.0, hi=MAX_TEMPERATURE),
         "remasking": partial(parse_str, choices=REMASKING),
         "seed": partial(parse_int, lo=0, hi=MAX_INT64),
         "stop": partial(parse_stop, max_count=MAX_STOP_STRINGS, max_chars=MAX_STOP_CHARS),
         "ignore_eos": parse_bool, "cache": partial(parse_str, choices=CACHE_MODES),
-        "sparse_retention": _retention, "refresh_interval": _count,
+        "sparse_retention": _share, "refresh_interval": _count,
     }
 
     def __post_init__(self):
