@@ -26,8 +26,11 @@ SCHEDULER_VARIANTS = [
     {"name": "phase", "engine": {"scheduler": "phase"}},  # phase-multiplexed (the engine's default)
     {"name": "static", "engine": {"scheduler": "static"}},  # fixed batches, the research-loop baseline
 ]
-SCHEDULERS = ["fcfs", "phase", "static"]
+SCHEDULERS = [v["name"] for v in SCHEDULER_VARIANTS]
 
+# LiveBench-like at real size: 70% short chats, 30% long-context prompts.
+GPU_MIX = [{"kind": "short", "weight": 0.7, "prompt": [64, 256], "gen": [64, 256]},
+           {"kind": "long", "weight": 0.3, "prompt": [1024, 2048], "gen": [128, 512]}]
 CPU_MAIN = ["fcfs", "phase", "static", "budget-512", "no-cache", "refresh-4", "threshold-0.9"]
 
 PROFILES: dict[str, dict] = {
@@ -124,14 +127,12 @@ PROFILES: dict[str, dict] = {
             {"workload": {"name": "burst-64", "arrival": "burst", "n": 64,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": SCHEDULERS},
             {"workload": {"name": "mixed", "arrival": "poisson", "rate": 1.0, "n": 48,
-                          "classes": [{"kind": "short", "weight": 0.7, "prompt": [64, 256], "gen": [64, 256]},
-                                      {"kind": "long", "weight": 0.3, "prompt": [1024, 2048], "gen": [128, 512]}]},
+                          "classes": GPU_MIX},
              "variants": ["fcfs", "phase", "static", "budget-4k"]},
             # The same mix just below static's saturation (between 2.5 and 3 requests/s on the H200
             # model of benchmarks.schedule_sim): where issue 14's latency goals are set.
             {"workload": {"name": "mixed-sat", "arrival": "poisson", "rate": 2.5, "n": 150,
-                          "classes": [{"kind": "short", "weight": 0.7, "prompt": [64, 256], "gen": [64, 256]},
-                                      {"kind": "long", "weight": 0.3, "prompt": [1024, 2048], "gen": [128, 512]}]},
+                          "classes": GPU_MIX},
              "variants": SCHEDULERS},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 32,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
