@@ -1,6 +1,7 @@
 """The phase-multiplexed policy, tensor-free: requests advance by simulated commits and the cost model
-is the clock. Refresh work per iteration stays under the target, Reuse is never held back, order
-holds within a phase, waits are bounded, and iteration times stay even through a burst."""
+is the clock. Refresh work per iteration stays within its paced allowance, Reuse is never held back,
+order holds within a phase, waits are bounded, and iteration times stay even through a burst; the
+schedule model (benchmarks/schedule_sim) replays the engine's own iterations."""
 
 from __future__ import annotations
 
