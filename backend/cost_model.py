@@ -1,50 +1,61 @@
 """How long one engine iteration takes, predicted from what it computes and reads (no tensors here).
 
-    t(tokens, kv_bytes) = max(floor + kv_bytes / bandwidth, intercept + tokens * per_token)
+    memory  = weight read + kv_bytes / bandwidth
+    compute = intercept + refresh_tokens x per_token + reuse_tokens x reuse_per_token
+    t       = max(memory, compute), and at least `floor` unless the step replays a CUDA graph
 
-The first term is the memory-bound regime: every iteration reads all the weights (`floor`, what an
-iteration of a few tokens costs), plus the cached K/V its Reuse rows attend to. The second is the
-compute-bound regime: a cost per token through the model. Their crossing, `knee_tokens`, is where
-compute, not bandwidth, becomes the limit: below it extra tokens ride along on the weight read.
+The memory piece is the bandwidth-bound regime: every iteration reads all the weights (`graph_floor`
+where graphs are captured, else `floor`), plus the cached K/V its Reuse rows attend to. The compute
+piece costs each token through the model; a Reuse row (a block row against cached K/V, decoded every
+step) costs more than a Refresh row (~1.35x on an H200 and on the CPU). `floor` is what an eager
+iteration of a few tokens costs (launches, host work). `knee_tokens` is where compute, not bandwidth,
+becomes the limit: below it extra Refresh tokens ride along on the weight read.
 
-`calibrate` fits the model on the actual device and model from a few timed forwards (about a second
-on a GPU; the engine passes a function that runs them); `CostModel()` holds fixed defaults (the
-bundled model on a 2-core CPU), which tests use so that schedules do not depend on timing.
+`calibrate` fits the model on the actual device and model from a few timed forwards at start (about
+a second on a GPU; the engine passes a function that runs them); `refine` then refits it from the
+iterations the engine ran (their measured times), which also prices what the timed forwards leave
+out (decoding, step inputs, Reuse rows). `CostModel()` holds fixed defaults (the bundled model on a
+2-core CPU), which tests use so that schedules do not depend on timing.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 
 @dataclass
 class CostModel:
     # Defaults: what calibration measured for the bundled model on a 2-core AMD EPYC (make bench,
     # 2026-11-26): ~3 ms for any small iteration, ~115 us per token beyond, knee near 26 tokens.
-    floor: float = 3e-3  # seconds: an iteration of a handful of tokens (the weight read)
+    floor: float = 3e-3  # seconds: an eager iteration of a handful of tokens
     intercept: float = 0.0  # seconds: the compute line's value at 0 tokens
-    per_token: float = 1.15e-4  # seconds per token through the model, once compute-bound
+    per_token: float = 1.15e-4  # seconds per Refresh token through the model, once compute-bound
+    reuse_per_token: float | None = None  # seconds per Reuse row (None: as a Refresh token)
     bandwidth: float = 4.5e9  # bytes per second for reading cached K/V
     # A Reuse iteration replayed from a captured CUDA graph pays no launches: its floor is the weight
     # read alone (None: no graphs, every iteration is eager).
     graph_floor: float | None = None
     calibrated: bool = False
 
-    def predict(self, tokens: int, kv_bytes: int = 0, graphed: bool = False) -> float:
-        floor = self.graph_floor if graphed and self.graph_floor is not None else self.floor
-        return max(floor + kv_bytes / self.bandwidth, self.intercept + tokens * self.per_token)
+    def predict(self, refresh: int = 0, reuse: int = 0, kv_bytes: int = 0, graphed: bool = False) -> float:
+        """Seconds for an iteration of `refresh` Refresh tokens and `reuse` Reuse rows reading `kv_bytes`."""
+        weights = self.floor if self.graph_floor is None else self.graph_floor
+        rate = self.per_token if self.reuse_per_token is None else self.reuse_per_token
+        t = max(weights + kv_bytes / self.bandwidth, self.intercept + refresh * self.per_token + reuse * rate)
+        return t if graphed and self.graph_floor is not None else max(t, self.floor)
 
     @property
     def knee_tokens(self) -> int:
-        """Tokens at which an iteration stops being memory-bound."""
+        """Refresh tokens at which an eager iteration stops being memory-bound."""
         return max(0, int((self.floor - self.intercept) / self.per_token))
 
     def to_dict(self) -> dict:
         return {"floor_ms": round(self.floor * 1e3, 3), "intercept_ms": round(self.intercept * 1e3, 3),
-                "per_token_us": round(self.per_token * 1e6, 3), "bandwidth_gb_s": round(self.bandwidth / 1e9, 1),
-                "knee_tokens": self.knee_tokens,
+                "per_token_us": round(self.per_token * 1e6, 3),
+                "reuse_per_token_us": None if self.reuse_per_token is None else round(self.reuse_per_token * 1e6, 3),
+                "bandwidth_gb_s": round(self.bandwidth / 1e9, 1), "knee_tokens": self.knee_tokens,
                 "graph_floor_ms": None if self.graph_floor is None else round(self.graph_floor * 1e3, 3),
                 "calibrated": self.calibrated}
 
@@ -61,7 +72,7 @@ def calibrate(time_forward: Callable[[int], float], weight_bytes: int, sizes: tu
     warm) and, with CUDA graphs, `graph_time() -> seconds` (a replay of the smallest Reuse graph).
     The floor is the smallest eager time, the graph floor the replay's; the compute line goes through
     the two largest sizes; K/V bandwidth is taken as the weights' effective read rate (weight_bytes /
-    the lowest floor)."""
+    the lowest floor). Reuse rows are priced as Refresh tokens until `refine` sees them."""
     times = {n: statistics.median(time_forward(n) for _ in range(repeats)) for n in sizes}
     small, big = sorted(sizes)[0], sorted(sizes)[-2:]
     floor = times[small]
@@ -71,3 +82,130 @@ def calibrate(time_forward: Callable[[int], float], weight_bytes: int, sizes: tu
     return CostModel(floor=floor, intercept=intercept, per_token=per_token,
                      bandwidth=max(weight_bytes / (graph_floor or floor), 1e9), graph_floor=graph_floor,
                      calibrated=True)
+
+
+# --- refitting from measured iterations --------------------------------------------------------------
+# `records`: anything with the engine IterationRecord's fields (seconds, refresh_tokens, reuse_tokens,
+# kv_bytes, graphed).
+FLOOR, MEMORY, COMPUTE = 0, 1, 2
+
+
+def pieces(c: CostModel, r) -> tuple[float, float, float]:
+    """The floor, memory and compute pieces' predictions for one record (the floor only binds eager steps)."""
+    eager = not (r.graphed and c.graph_floor is not None)
+    weights = c.floor if c.graph_floor is None else c.graph_floor
+    rate = c.per_token if c.reuse_per_token is None else c.reuse_per_token
+    return (c.floor if eager else float("-inf"), weights + r.kv_bytes / c.bandwidth,
+            c.intercept + r.refresh_tokens * c.per_token + r.reuse_tokens * rate)
+
+
+def relative_errors(c: CostModel, records: Sequence) -> list[float]:
+    return [abs(c.predict(r.refresh_tokens, r.reuse_tokens, r.kv_bytes, r.graphed) - r.seconds) / r.seconds
+            for r in records if r.seconds > 0]
+
+
+def median_error(c: CostModel, records: Sequence) -> float:
+    errors = relative_errors(c, records)
+    return statistics.median(errors) if errors else float("inf")
+
+
+def _solve(columns: list[list[float]], target: list[float], seconds: list[float]) -> list[float] | None:
+    """Least squares on error relative to `seconds` (normal equations, Gaussian elimination); None when
+    the columns do not determine the coefficients."""
+    n = len(columns)
+    rows = [[col[i] / s for col in columns] + [target[i] / s] for i, s in enumerate(seconds)]
+    m = [[sum(row[a] * row[b] for row in rows) for b in range(n + 1)] for a in range(n)]
+    for k in range(n):
+        pivot = max(range(k, n), key=lambda i: abs(m[i][k]))
+        if abs(m[pivot][k]) < 1e-12 * max(1.0, max(abs(m[i][i]) for i in range(n))):
+            return None
+        m[k], m[pivot] = m[pivot], m[k]
+        for i in range(k + 1, n):
+            f = m[i][k] / m[k][k]
+            m[i] = [a - f * b for a, b in zip(m[i], m[k], strict=True)]
+    coef = [0.0] * n
+    for k in range(n - 1, -1, -1):
+        coef[k] = (m[k][n] - sum(m[k][j] * coef[j] for j in range(k + 1, n))) / m[k][k]
+    return coef
+
+
+def _varies(xs: list[float]) -> bool:
+    return len(set(xs)) > 1
+
+
+def fit_compute(c: CostModel, recs: list) -> CostModel:
+    """The compute line through the records it predicts; a rate with nothing to fit it on keeps its value."""
+    t = [r.seconds for r in recs]
+    refresh, reuse = [float(r.refresh_tokens) for r in recs], [float(r.reuse_tokens) for r in recs]
+    if len(recs) < 3 or not (_varies(refresh) or _varies(reuse)):
+        return c
+    reuse_rate = c.per_token if c.reuse_per_token is None else c.reuse_per_token
+    cols, fixed = [[1.0] * len(recs)], [0.0] * len(recs)
+    fitted = []
+    for xs, rate in ((refresh, c.per_token), (reuse, reuse_rate)):
+        if any(xs):
+            cols.append(xs)
+            fitted.append(True)
+        else:
+            fixed = [f + x * rate for f, x in zip(fixed, xs, strict=True)]
+            fitted.append(False)
+    coef = _solve(cols, [a - b for a, b in zip(t, fixed, strict=True)], t)
+    if coef is None:
+        return c
+    intercept, rates = coef[0], iter(coef[1:])
+    per_token = max(next(rates), 1e-12) if fitted[0] else c.per_token
+    reuse_per_token = max(next(rates), 1e-12) if fitted[1] else c.reuse_per_token
+    return replace(c, intercept=intercept, per_token=per_token, reuse_per_token=reuse_per_token)
+
+
+def _fit_memory(c: CostModel, recs: list) -> CostModel:
+    """The weight read (and K/V bandwidth, when the K/V read varies enough) of memory-bound records."""
+    if not recs:
+        return c
+    t, kv = [r.seconds for r in recs], [float(r.kv_bytes) for r in recs]
+    weights = None
+    if len(recs) >= 3 and max(kv) - min(kv) > 0.1 * max(max(kv), 1.0):
+        coef = _solve([[1.0] * len(recs), kv], t, t)
+        if coef is not None and coef[1] > 0:
+            weights, c = coef[0], replace(c, bandwidth=1 / coef[1])
+    if weights is None:
+        weights = statistics.median(s - b / c.bandwidth for s, b in zip(t, kv, strict=True))
+    return replace(c, graph_floor=weights) if c.graph_floor is not None else replace(c, floor=weights)
+
+
+def fit(records: Sequence, start: CostModel, rounds: int = 30) -> CostModel:
+    """The cost model that best predicts `records` (relative error), from `start`: give each record to
+    the piece that predicts it highest, refit each piece on its records (floor: their median; memory
+    and compute: least squares), until no record changes piece. With no CUDA graphs the floor is also
+    the memory piece's weight read. Pieces no record falls on keep `start`'s values."""
+    c, assigned = start, None
+    for _ in range(rounds):
+        new = [max(range(3), key=p.__getitem__) for p in (pieces(c, r) for r in records)]
+        if new == assigned:
+            break
+        assigned = new
+        by_piece = [[r for r, k in zip(records, assigned, strict=True) if k == piece] for piece in range(3)]
+        if by_piece[FLOOR] and c.graph_floor is not None:
+            c = replace(c, floor=statistics.median(r.seconds for r in by_piece[FLOOR]))
+        c = _fit_memory(c, by_piece[MEMORY] + (by_piece[FLOOR] if c.graph_floor is None else []))
+        c = fit_compute(c, by_piece[COMPUTE])
+    if c.graph_floor is not None:
+        c = replace(c, graph_floor=min(c.graph_floor, c.floor))  # a replay never costs more than launching
+    return c
+
+
+REFINE_WINDOW = 1024  # the latest iterations a refit looks at
+
+
+def refine_due(iterations: int) -> bool:
+    """When a calibrated model is refitted: soon after start-up (the timed forwards priced neither
+    decoding nor Reuse rows), then every 512 iterations."""
+    return iterations in (64, 128, 256) or (iterations > 0 and iterations % 512 == 0)
+
+
+def refine(current: CostModel, records: Sequence) -> CostModel:
+    """`current` refitted to recently measured iterations, if that predicts them better (else `current`)."""
+    if len(records) < 8:
+        return current
+    candidate = fit(records, current)
+    return candidate if median_error(candidate, records) < median_error(current, records) else current

@@ -14,7 +14,7 @@ import torch
 
 from backend import fused_layers
 from backend.config import PRESETS
-from backend.cost_model import CostModel, calibrate, calibration_sizes
+from backend.cost_model import REFINE_WINDOW, CostModel, calibrate, calibration_sizes, refine, refine_due
 from backend.denoise import select_commits
 from backend.engine_config import EngineConfig, MiB
 from backend.kv_pool import KVPool
@@ -39,6 +39,8 @@ class IterationRecord:
     refresh_tokens: int
     reuse_tokens: int
     requests: int
+    kv_bytes: int = 0  # cached K/V the Reuse rows read
+    graphed: bool = False  # replayed from a captured CUDA graph
 
 
 class Engine:
@@ -78,6 +80,9 @@ class Engine:
                       "failed": 0}
         # The latest iterations (time, predicted time, Refresh / Reuse tokens): metrics and benchmarks.
         self.iteration_log: deque[IterationRecord] = deque(maxlen=4096)
+        # What a calibrated cost model is refitted to (the log above is drained by the async engine).
+        self._measured: deque[IterationRecord] = deque(maxlen=REFINE_WINDOW)
+        self.cost_refits = 0
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -209,8 +214,22 @@ class Engine:
         reuse = [r for r, ph in batch if ph != Phase.REFRESH]
         tokens = refresh + sum(r.reuse_cost for r in reuse)
         kv = sum(self.scheduler.kv_bytes_read(r) for r in reuse)
-        predicted = self.cost.predict(tokens, kv, graphed=self.runner.last_graphed)
-        self.iteration_log.append(IterationRecord(seconds, predicted, refresh, tokens - refresh, len(batch)))
+        graphed = self.runner.last_graphed
+        predicted = self.cost.predict(refresh, tokens - refresh, kv, graphed)
+        record = IterationRecord(seconds, predicted, refresh, tokens - refresh, len(batch), kv, graphed)
+        self.iteration_log.append(record)
+        self._refine_cost(record)
+
+    def _refine_cost(self, record: IterationRecord) -> None:
+        """A calibrated cost model is refitted to the latest measured iterations (`refine_due`); a fixed
+        one stays as it is (tests, and schedules that must not depend on timing)."""
+        self._measured.append(record)
+        if not self.cost.calibrated or not refine_due(self.stats["iterations"]):
+            return
+        refined = refine(self.cost, self._measured)
+        if refined is not self.cost:
+            self.cost = self.scheduler.cost = refined
+            self.cost_refits += 1
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1

@@ -57,8 +57,8 @@ class PhasePolicy:
                 batch.append((r, Phase.REUSE))
                 budget -= r.reuse_cost
                 kv += s.kv_bytes_read(r)
-        tokens = cfg.max_num_batched_tokens - budget
-        free_until = max(cost.predict(tokens, kv), cost.predict(cost.knee_tokens, kv))
+        reuse_tokens, refresh_tokens = cfg.max_num_batched_tokens - budget, 0
+        free_until = max(cost.predict(reuse=reuse_tokens, kv_bytes=kv), cost.predict(cost.knee_tokens, kv_bytes=kv))
         allowance = (1 + cfg.refresh_spread) * self._refresh_demand(s)
         s.last_target, s.last_refresh_allowance = free_until, allowance
 
@@ -72,7 +72,7 @@ class PhasePolicy:
             if id(r) in s.preempted_now:
                 continue
             paid = r.refresh_cost <= self.credit
-            fits = paid or cost.predict(tokens + r.refresh_cost, kv) <= free_until
+            fits = paid or cost.predict(refresh_tokens + r.refresh_cost, reuse_tokens, kv) <= free_until
             # Beyond the allowance only for the head of the queue (nothing taken yet): bounded wait.
             force = not scheduled and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
             if not (fits or force):
@@ -89,7 +89,7 @@ class PhasePolicy:
             batch.append((r, Phase.REFRESH))
             scheduled.add(id(r))
             budget -= r.refresh_cost
-            tokens += r.refresh_cost
+            refresh_tokens += r.refresh_cost
             if paid or not fits:  # a free ride on a memory-bound iteration costs no credit; a forced one does
                 self.credit -= r.refresh_cost
         for r in candidates:  # waiting counts only iterations a candidate was passed over

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                 warm_up(engine, requests)
                 warmed = True
             label = f"{v['name']} / {wl.name}"
-            res = run_one(engine, requests, sc.get("concurrency"), label, args.max_seconds or prof.get("max_seconds"))
+            res = run_one(engine, requests, sc.get("concurrency"), label, args.max_seconds or prof.get("max_seconds"),
+                          keep_iterations=prof.get("iteration_log", False))
             s = res["summary"]
             print(f"[{clock()}]   {label}: {s['completed']}/{s['requests']} ok, {s['throughput_tok_s']} tok/s, "
                   f"p50 {s['latency_s']['p50']} s, p95 {s['latency_s']['p95']} s, "

@@ -125,3 +125,16 @@ def iteration_stats(log) -> dict:
             "iteration_spread": round(ms[-1] / median, 2) if median > 0 else None,
             "cost_model_error_pct": round(100 * errors[len(errors) // 2], 1) if errors else None,
             "refresh_tokens_per_iteration_max": max(it.refresh_tokens for it in log)}
+
+
+ITERATION_FIELDS = ("seconds", "predicted", "refresh_tokens", "reuse_tokens", "requests", "kv_bytes", "graphed")
+
+
+def iteration_columns(log) -> dict:
+    """Engine iterations as columns (one list per field, compact in JSON): the raw data behind
+    `iteration_stats`, which `benchmarks.fit_device` fits a device model to."""
+    cols = {f: [getattr(it, f) for it in log] for f in ITERATION_FIELDS}
+    cols["seconds"] = [round(x, 7) for x in cols["seconds"]]
+    cols["predicted"] = [round(x, 7) for x in cols["predicted"]]
+    cols["graphed"] = [int(x) for x in cols["graphed"]]
+    return cols

@@ -9,7 +9,9 @@ A profile is plain data (a JSON file works too: `--profile my.json`):
 - `scenarios`: workloads (see `client.workloads`), each run on the listed variants (default all),
   either open loop, swept over Poisson `rates`, or closed loop at a fixed `concurrency`;
 - `cdf`: the workload whose latency CDF is plotted;
-- `max_seconds`: a run still going after this long has its remaining requests aborted (errors).
+- `max_seconds`: a run still going after this long has its remaining requests aborted (errors);
+- `iteration_log`: keep every engine iteration (time, prediction, tokens, K/V read, graphed) in the
+  JSON, for `benchmarks.fit_device`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ PROFILES: dict[str, dict] = {
         "engine": {"dtype": "float32", "kv_cache_bytes": 4 * MiB, "max_num_batched_tokens": 1024},
         "prompts": "synthetic",
         "gen_multiple": 8,
+        "iteration_log": True,  # as the gpu profile (the runbook's dry run uses this one)
         "sampling": {"block_length": 8, "ignore_eos": True},
         "variants": [*SCHEDULER_VARIANTS,
                      {"name": "budget-256", "engine": {"max_num_batched_tokens": 256}},
@@ -102,6 +105,7 @@ PROFILES: dict[str, dict] = {
         "prompts": "synthetic",
         "gen_multiple": 32,
         "max_seconds": 300,
+        "iteration_log": True,  # a GPU run's iterations are the data the cost and schedule models are fitted to
         "sampling": {"block_length": 32, "ignore_eos": True},
         # Run order = this order (a run cut short keeps what came first): the baselines' heavy static
         # runs come after the new techniques.

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import deque
 from dataclasses import asdict, dataclass
 
-from backend.cost_model import CostModel, calibrate, calibration_sizes
+from backend.cost_model import REFINE_WINDOW, CostModel, calibrate, calibration_sizes, refine, refine_due
 from backend.page_allocator import PageAllocator
 from backend.sampling_params import SamplingParams
 from backend.scheduler import POLICIES, Batch, Scheduler, SchedulerConfig
@@ -33,19 +34,12 @@ from client.prompt_sources import SyntheticPrompts
 
 @dataclass
 class DeviceModel:
-    """Iteration time on one device and model shape (seconds, bytes):
-
-        gpu   = max(weights + kv / kv_bandwidth, intercept + reuse x reuse_per_token + refresh x refresh_per_token)
-        total = gpu when the iteration is a captured Reuse graph, else max(gpu, eager_floor)
-
-    `eager_floor` is what launching an eager forward costs when the GPU work is smaller."""
+    """Iteration times on one device and model shape: the engine's cost model with the device's true
+    values (`cost`: floors, the two token rates, K/V bandwidth; `backend.cost_model`), and the shape
+    the schedule depends on. `cost.floor` is what launching an eager forward costs; a captured Reuse
+    graph (pure Reuse, up to `graph_max_seqs` requests) pays only the weight read, `cost.graph_floor`."""
     name: str
-    weights: float
-    intercept: float
-    reuse_per_token: float
-    refresh_per_token: float
-    kv_bandwidth: float
-    eager_floor: float
+    cost: CostModel
     graph_max_seqs: int
     kv_bytes_per_position: int
     weight_bytes: int
@@ -56,9 +50,7 @@ class DeviceModel:
         return refresh == 0 and 0 < reuse_requests <= self.graph_max_seqs
 
     def iteration(self, refresh: int, reuse: int, kv_bytes: int, reuse_requests: int) -> float:
-        gpu = max(self.weights + kv_bytes / self.kv_bandwidth,
-                  self.intercept + reuse * self.reuse_per_token + refresh * self.refresh_per_token)
-        return gpu if self.graphed(refresh, reuse_requests) else max(gpu, self.eager_floor)
+        return self.cost.predict(refresh, reuse, kv_bytes, self.graphed(refresh, reuse_requests))
 
     def calibrated_cost(self, max_tokens: int, graphs: bool = True) -> CostModel:
         """What the engine's start-up calibration fits here: timed eager forwards of n tokens and (with
@@ -68,9 +60,8 @@ class DeviceModel:
                          graph_time=graph_time)
 
     def exact_cost(self) -> CostModel:
-        """A cost model with the graph-replay floor and the Reuse rate (what calibration should reach)."""
-        return CostModel(floor=self.eager_floor, intercept=self.intercept, per_token=self.reuse_per_token,
-                         bandwidth=self.kv_bandwidth, graph_floor=self.weights, calibrated=True)
+        """The device's own times (what calibration and refinement should reach)."""
+        return self.cost
 
 
 # LLaDA-8B shape in bf16 on an H200 (benchmarks/results/2026-11-26-h200-*): graph Reuse 6.09 / 16.1 /
@@ -78,11 +69,25 @@ class DeviceModel:
 # 18.7 ms, eager forwards ~21 us a token on the compute line, mixed 64-Reuse + 2,560-token Refresh
 # iterations 110-121 ms (59 + 2,560 x 21 us = 113); the N=1 step (6.1 ms) is the floor: 16 GB of weights
 # at ~4.8 TB/s (3.4 ms) plus what one graph replay of a small batch costs beyond.
-H200_LLADA_8B = DeviceModel("h200-llada-8b", weights=5.8e-3, intercept=1.8e-3, reuse_per_token=2.8e-5,
-                            refresh_per_token=2.1e-5, kv_bandwidth=4.0e12, eager_floor=18.0e-3,
+H200_LLADA_8B = DeviceModel("h200-llada-8b", CostModel(floor=18.0e-3, intercept=1.8e-3, per_token=2.1e-5,
+                                                       reuse_per_token=2.8e-5, bandwidth=4.0e12, graph_floor=5.8e-3,
+                                                       calibrated=True),
                             graph_max_seqs=128, kv_bytes_per_position=32 * 2 * 32 * 128 * 2,
                             weight_bytes=16 * 10**9, pool_positions=200_000)
 DEVICES = {d.name: d for d in (H200_LLADA_8B,)}
+
+
+def load_device(name_or_path: str) -> DeviceModel:
+    """A named device model, or one written by `benchmarks.fit_device --out`."""
+    if name_or_path in DEVICES:
+        return DEVICES[name_or_path]
+    try:
+        with open(name_or_path) as f:
+            d = json.load(f)["device"]
+        return DeviceModel(**{**d, "cost": CostModel(**d["cost"])})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"device: {name_or_path!r} is neither a known device model {sorted(DEVICES)} "
+                         f"nor a fit_device JSON ({e})") from e
 
 
 @dataclass
@@ -93,6 +98,8 @@ class Iteration:
     refresh_tokens: int
     reuse_tokens: int
     requests: int
+    kv_bytes: int
+    graphed: bool
 
 
 def advance(s: Scheduler, batch: Batch) -> list[Request]:
@@ -123,6 +130,7 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
     s = Scheduler(cfg, PageAllocator(device.pool_positions // page, page), cost, device.kv_bytes_per_position)
     pending = sorted(enumerate(items), key=lambda x: (x[1].arrival, x[0]))
     records, by_id, iters, now = [], {}, [], 0.0
+    measured: deque[Iteration] = deque(maxlen=REFINE_WINDOW)
     while pending or s.has_work():
         while pending and pending[0][1].arrival <= now:
             i, it = pending.pop(0)
@@ -140,8 +148,12 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
         kv = sum(s.kv_bytes_read(r) for r in reuse)
         reuse_tokens = sum(r.reuse_cost for r in reuse)
         seconds = device.iteration(refresh, reuse_tokens, kv, len(reuse))
-        predicted = cost.predict(refresh + reuse_tokens, kv, graphed=device.graphed(refresh, len(reuse)))
-        iters.append(Iteration(now, seconds, predicted, refresh, reuse_tokens, len(batch)))
+        graphed = device.graphed(refresh, len(reuse))
+        predicted = cost.predict(refresh, reuse_tokens, kv, graphed)
+        iters.append(Iteration(now, seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed))
+        measured.append(iters[-1])
+        if cost.calibrated and refine_due(len(iters)):  # as the engine refits its cost model
+            cost = s.cost = refine(cost, measured)
         now += seconds
         finished = advance(s, batch)
         for r, _ in batch:  # tokens commit left to right: every step streams a delta
@@ -203,7 +215,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="gpu", choices=sorted(PROFILES))
-    ap.add_argument("--device", default=H200_LLADA_8B.name, choices=sorted(DEVICES))
+    ap.add_argument("--device", default=H200_LLADA_8B.name,
+                    help=f"a device model ({', '.join(sorted(DEVICES))}) or a JSON from benchmarks.fit_device")
     ap.add_argument("--cost", default="calibrated", choices=["calibrated", "eager", "exact"],
                     help="the policy's cost model: the engine's calibration, the same without the graph floor "
                          "(the engine before it timed graph replays), or the device model itself")
@@ -219,13 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(policies) - set(POLICIES):
         ap.error(f"--policies: unknown {sorted(unknown)}; known: {sorted(POLICIES)}")
     rates = [float(x) for x in a.rates.split(",")] if a.rates else None
-    rows = run(a.profile, DEVICES[a.device], a.cost, policies, a.workloads.split(","), rates, a.n,
+    try:
+        device = load_device(a.device)
+    except ValueError as e:
+        ap.error(str(e))
+    rows = run(a.profile, device, a.cost, policies, a.workloads.split(","), rates, a.n,
                refresh_spread=a.spread, max_refresh_wait=a.max_refresh_wait)
-    print(f"Modelled schedules: profile {a.profile}, device model {a.device}, policy cost model {a.cost}")
+    print(f"Modelled schedules: profile {a.profile}, device model {device.name}, policy cost model {a.cost}")
     print(table(rows))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": asdict(DEVICES[a.device]), "rows": rows}, f, indent=1)
+            json.dump({"device": asdict(device), "rows": rows}, f, indent=1)
     return 0
 
 

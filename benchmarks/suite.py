@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import deque
 
 import torch
 
@@ -12,7 +13,7 @@ from backend.decode_head import rows_per_chunk
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
 from benchmarks.driver import IterationProbe, Prepared, replay
-from benchmarks.metrics import iteration_stats, summarize
+from benchmarks.metrics import iteration_columns, iteration_stats, summarize
 from benchmarks.monitor import ResourceMonitor
 from client.workloads import Workload
 
@@ -87,10 +88,13 @@ def warm_up(engine: Engine, requests: list[Prepared]) -> None:
 
 
 def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, progress_label: str,
-            max_seconds: float | None = None) -> dict:
+            max_seconds: float | None = None, keep_iterations: bool = False) -> dict:
+    """`keep_iterations`: also return every iteration's record as columns (`iterations`), the data
+    `benchmarks.fit_device` fits a device model to."""
     before = dict(engine.stats)
     preempt0 = engine.scheduler.num_preemptions
-    engine.iteration_log.clear()
+    # Every iteration of this run: the engine's own log keeps only the latest 4,096.
+    engine_log, engine.iteration_log = engine.iteration_log, deque()
     probe = IterationProbe(engine)
     decode = engine.tokenizer.decode if engine.tokenizer is not None else None
     last = [0.0]
@@ -105,6 +109,7 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
             records, wall = replay(engine, requests, concurrency, decode, progress, max_seconds)
     finally:
         probe.detach()
+        iterations, engine.iteration_log = list(engine.iteration_log), engine_log
     stats = {k: engine.stats[k] - before[k] for k in before}
     pool = engine.pool
     page_bytes = pool.bytes_per_page
@@ -131,11 +136,14 @@ def run_one(engine: Engine, requests: list[Prepared], concurrency: int | None, p
         "peak_running": probe.peak_running,
         "logit_peak_mib": round(logit_rows * engine.model_config.vocab_size * width / 2**20, 3),
         "wall_s": round(wall, 3),
-        **iteration_stats(list(engine.iteration_log)),
+        **iteration_stats(iterations),
         "cost_model": engine.cost.to_dict(),
     }
-    return {"summary": summarize(records), "engine": eng, "memory": mon.result(),
-            "requests": [r.to_json() for r in records]}
+    out = {"summary": summarize(records), "engine": eng, "memory": mon.result(),
+           "requests": [r.to_json() for r in records]}
+    if keep_iterations:
+        out["iterations"] = iteration_columns(iterations)
+    return out
 
 
 def clock() -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import engine as engine_bench
-from benchmarks import report
-from benchmarks.metrics import RequestRecord, percentile, summarize
+from benchmarks import fit_device, report, schedule_sim
+from benchmarks.metrics import ITERATION_FIELDS, RequestRecord, percentile, summarize
 from client import perf_analyzer, workloads
 from client.loadtest_report import compare, markdown
 from client.perf_export import records_from_export, request_key
@@ -102,6 +102,17 @@ def test_engine_benchmark_writes_json_table_and_plots(tmp_path):
     table = (out / path.name.replace(".json", ".md")).read_text()
     assert table.count("| burst |") == 4  # the main table, and the schedulers' iteration-time table
     assert "max/median" in table and all(r["engine"]["iteration_ms"]["max"] > 0 for r in doc["results"])
+    # Every iteration is kept (the profile's `iteration_log`); a device model fits them and the schedule
+    # model runs on it.
+    for r in doc["results"]:
+        assert set(r["iterations"]) == set(ITERATION_FIELDS)
+        assert {len(col) for col in r["iterations"].values()} == {r["engine"]["iterations"]}
+    assert any(kv > 0 for r in doc["results"] for kv in r["iterations"]["kv_bytes"])
+    assert fit_device.main([str(path), "--variants", "fcfs", "--out", str(tmp_path / "device.json")]) == 0
+    assert json.loads((tmp_path / "device.json").read_text())["report"]["iterations"] == sum(
+        r["engine"]["iterations"] for r in doc["results"] if r["variant"] == "fcfs")
+    assert schedule_sim.main(["--profile", "tiny", "--device", str(tmp_path / "device.json"), "--workloads", "burst",
+                              "--policies", "fcfs"]) == 0
     assert len(list((out / path.name.replace(".json", ".workloads")).glob("*.jsonl"))) == 3
     text = readme.read_text()
     assert "old" not in text and "| burst | static |" in text and text.endswith("## Next\n")

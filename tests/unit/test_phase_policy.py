@@ -44,7 +44,7 @@ def _run(s: Scheduler, arrivals: dict[int, list[Request]], check) -> list[float]
         refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
         reuse = [r for r, ph in batch if ph == Phase.REUSE]
         kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
-        times.append(COST.predict(refresh + sum(r.reuse_cost for r in reuse), kv))
+        times.append(COST.predict(refresh, sum(r.reuse_cost for r in reuse), kv))
         advance(s, batch)
         i += 1
         assert i < 20000, "the schedule does not finish"
@@ -62,13 +62,12 @@ def _invariants(s: Scheduler, batch, ready_reuse, candidates, waits) -> None:
     # or rides free under the memory-bound time, except the head of the queue taken alone (an empty
     # iteration or a long wait).
     cap = s.last_refresh_allowance + max((r.refresh_cost for r in candidates), default=0)
-    tokens = sum(r.reuse_cost for r in reuse)
+    reuse_tokens = sum(r.reuse_cost for r in reuse)
     kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
     taken = 0
     for r in refresh:
-        tokens += r.refresh_cost
         taken += r.refresh_cost
-        if taken > cap and COST.predict(tokens, kv) > s.last_target:
+        if taken > cap and COST.predict(taken, reuse_tokens, kv) > s.last_target:
             assert r is refresh[0] and len(refresh) == 1
             assert not reuse or waits[id(r)] >= MAX_WAIT
     # The oldest candidate never waits longer than MAX_WAIT iterations (while there is room to run it).
@@ -178,41 +177,6 @@ def test_batch_invariance_under_phase(tiny64):
     assert mixed > 0  # Refresh and Reuse work did share iterations
 
 
-@pytest.mark.parametrize("budget", [4096, 512, 64])
-def test_calibration_recovers_a_roofline(budget):
-    """From timed forwards of a machine whose iteration time is a known roofline, within any budget."""
-    from backend.cost_model import calibrate, calibration_sizes
-
-    true = CostModel(floor=6e-3, intercept=1e-3, per_token=2e-5, bandwidth=1e12)
-    seen = []
-
-    def time_forward(n):
-        seen.append(n)
-        return true.predict(min(n, budget))
-
-    got = calibrate(time_forward, weight_bytes=16 * 10**9, sizes=calibration_sizes(budget))
-    assert max(seen) <= budget and got.calibrated
-    assert got.per_token == pytest.approx(true.per_token, rel=1e-6) or budget == 64
-    for tokens in (8, 100, budget):
-        assert got.predict(tokens) == pytest.approx(true.predict(tokens), rel=0.3)
-    assert got.bandwidth == pytest.approx(16e9 / got.floor)
-
-
-def test_calibration_takes_the_graph_floor_from_a_replay():
-    """With CUDA graphs the floor of a replayed Reuse step is timed apart: it predicts graphed steps,
-    eager ones keep the eager floor, and the compute line is the same for both."""
-    from backend.cost_model import calibrate, calibration_sizes
-
-    eager = CostModel(floor=18e-3, intercept=2e-3, per_token=2e-5, bandwidth=1e12)  # knee at 800 tokens
-    got = calibrate(eager.predict, 16 * 10**9, calibration_sizes(16384), graph_time=lambda: 6e-3)
-    assert got.graph_floor == pytest.approx(6e-3) and got.floor == pytest.approx(18e-3)
-    assert got.predict(32, graphed=True) == pytest.approx(6e-3)
-    assert got.predict(32) == pytest.approx(18e-3)
-    assert got.predict(4096, graphed=True) == pytest.approx(got.predict(4096)) == pytest.approx(eager.predict(4096))
-    assert got.bandwidth == pytest.approx(16e9 / 6e-3)
-    assert calibrate(eager.predict, weight_bytes=1).graph_floor is None
-
-
 def test_modelled_gpu_schedules():
     """`benchmarks.schedule_sim` on the H200 model: every request finishes after one forward per token
     (one token per step), the policies compute the same work, and `phase` keeps a burst's iterations
@@ -257,6 +221,6 @@ def test_schedule_model_replays_the_engines_iterations(policy):
     items = [WorkItem(0.0, g, prompt_len=p) for p, g in shapes]
     device = dataclasses.replace(H200_LLADA_8B, kv_bytes_per_position=engine.scheduler.kv_bytes_per_position)
     _, iters = simulate(policy, items, device, engine.cost, limits, {"block_length": 8})
-    modelled = [(i.refresh_tokens, i.reuse_tokens, i.requests) for i in iters]
-    assert modelled == [(r.refresh_tokens, r.reuse_tokens, r.requests) for r in engine.iteration_log]
-    assert any(r and u for r, u, _ in modelled) or policy == "static"  # phases shared iterations
+    modelled = [(i.refresh_tokens, i.reuse_tokens, i.requests, i.kv_bytes) for i in iters]
+    assert modelled == [(r.refresh_tokens, r.reuse_tokens, r.requests, r.kv_bytes) for r in engine.iteration_log]
+    assert any(r and u for r, u, _, _ in modelled) or policy == "static"  # phases shared iterations

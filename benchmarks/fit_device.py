@@ -1,0 +1,148 @@
+"""Fit a device model to the iterations a benchmark run recorded: what one iteration really costs on
+that device and model (the cost model's form, `backend.cost_model`), for `benchmarks.schedule_sim`:
+
+    memory  = weight read + kv / bandwidth
+    compute = intercept + refresh x per_token + reuse x reuse_per_token
+    t       = max(memory, compute), and at least the eager floor unless a CUDA graph was replayed
+
+A GPU run (`benchmarks/gpu_runbook.sh`; the `gpu` profile keeps every iteration) then says, with no
+GPU, how far the engine's cost model was from the device, and lets the schedule model replay the
+policies on the measured device:
+
+    python -m benchmarks.fit_device results/<date>-h200-gpu.json --out /tmp/h200.json
+    python -m benchmarks.schedule_sim --device /tmp/h200.json --workloads burst-64 --cost exact
+
+The fit is `backend.cost_model.fit` (the engine refits its own cost model the same way) on every
+recorded iteration, from `--base`'s values; the shape fields (graph sizes, K/V bytes per position,
+pool) come from `--base` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import asdict, replace
+from typing import NamedTuple
+
+from backend.cost_model import COMPUTE, FLOOR, MEMORY, CostModel, fit, fit_compute, pieces, relative_errors
+from benchmarks.metrics import ITERATION_FIELDS
+from benchmarks.schedule_sim import DEVICES, H200_LLADA_8B, DeviceModel
+
+
+class Measured(NamedTuple):
+    """One recorded iteration (benchmarks.metrics.iteration_columns)."""
+    seconds: float
+    predicted: float
+    refresh_tokens: int
+    reuse_tokens: int
+    requests: int
+    kv_bytes: int
+    graphed: bool
+
+
+def from_columns(cols: dict) -> list[Measured]:
+    return [Measured(*row) for row in zip(*(cols[f] for f in ITERATION_FIELDS), strict=True)]
+
+
+def load_results(path: str, variants: list[str] | None = None, workloads: list[str] | None = None) -> list[Measured]:
+    """The recorded iterations of a benchmark JSON (`benchmarks.engine`), optionally a subset."""
+    with open(path) as f:
+        doc = json.load(f)
+    out = [m for r in doc.get("results", []) if "iterations" in r
+           and (not variants or r["variant"] in variants) and (not workloads or r["workload"] in workloads)
+           for m in from_columns(r["iterations"])]
+    if not out:
+        raise ValueError(f"{path}: no recorded iterations (a profile with `iteration_log`, e.g. gpu, records them)"
+                         + (" for the selected variants/workloads" if variants or workloads else ""))
+    return out
+
+
+def _errors_pct(errors: list[float]) -> dict:
+    errors = sorted(errors)
+    return {"median": round(100 * statistics.median(errors), 2),
+            "p95": round(100 * errors[int(0.95 * (len(errors) - 1))], 2)}
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[int(q * (len(xs) - 1))]
+
+
+def initial(records: list[Measured], like: CostModel) -> CostModel:
+    """A start from the data alone (another device's values can sit far from these): the floors from
+    the fastest iterations (with graphs recorded, the weight read is the replays' floor; without, the
+    eager floor is both), the compute line through the larger half of the iterations."""
+    eager = [r.seconds for r in records if not r.graphed]
+    graphed = [r.seconds for r in records if r.graphed]
+    floor = _percentile(eager, 0.05) if eager else like.floor
+    start = replace(like, floor=floor, graph_floor=_percentile(graphed, 0.05) if graphed else None)
+    tokens = sorted(r.refresh_tokens + r.reuse_tokens for r in records)
+    larger = [r for r in records if r.refresh_tokens + r.reuse_tokens >= tokens[len(tokens) // 2]]
+    return fit_compute(start, larger)
+
+
+def fit_device(records: list[Measured], base: DeviceModel = H200_LLADA_8B, name: str | None = None
+               ) -> tuple[DeviceModel, dict]:
+    """The device model that best predicts `records`, and a report: its errors next to those of the
+    cost model the engine ran with, and how many iterations each piece of the model predicts."""
+    if len(records) < 8:
+        raise ValueError(f"iterations: need at least 8 recorded iterations to fit, got {len(records)}")
+    cost = fit(records, initial(records, base.cost))
+    counts = [0, 0, 0]
+    for r in records:
+        p = pieces(cost, r)
+        counts[max(range(3), key=p.__getitem__)] += 1
+    engine = [abs(r.predicted - r.seconds) / r.seconds for r in records if r.seconds > 0]
+    report = {"iterations": len(records),
+              "per_piece": {"eager_floor": counts[FLOOR], "memory": counts[MEMORY], "compute": counts[COMPUTE]},
+              "fit_error_pct": _errors_pct(relative_errors(cost, records)),
+              "engine_cost_model_error_pct": _errors_pct(engine)}
+    return replace(base, name=name or f"fitted-{base.name}", cost=cost), report
+
+
+def describe(d: DeviceModel, base: DeviceModel, report: dict) -> str:
+    def rows(c: CostModel) -> list[tuple[str, float | None]]:
+        reuse = c.per_token if c.reuse_per_token is None else c.reuse_per_token
+        return [("eager floor (ms)", c.floor * 1e3), ("graph floor: weight read (ms)",
+                                                      None if c.graph_floor is None else c.graph_floor * 1e3),
+                ("intercept (ms)", c.intercept * 1e3), ("Refresh token (us)", c.per_token * 1e6),
+                ("Reuse row (us)", reuse * 1e6), ("K/V bandwidth (GB/s)", c.bandwidth / 1e9)]
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.4g}"
+
+    lines = [f"| parameter | {d.name} | {base.name} |", "|---|---|---|"]
+    lines += [f"| {n} | {fmt(v)} | {fmt(b)} |" for (n, v), (_, b) in zip(rows(d.cost), rows(base.cost), strict=True)]
+    e, c = report["fit_error_pct"], report["engine_cost_model_error_pct"]
+    lines.append(f"\n{report['iterations']} iterations, per piece {report['per_piece']}; relative error "
+                 f"median / p95: fitted {e['median']} / {e['p95']} %, the engine's cost model as it ran "
+                 f"{c['median']} / {c['p95']} %")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="a benchmark JSON with recorded iterations")
+    ap.add_argument("--variants", help="comma-separated: fit only these configurations' iterations")
+    ap.add_argument("--workloads", help="comma-separated: fit only these workloads' iterations")
+    ap.add_argument("--base", default=H200_LLADA_8B.name, choices=sorted(DEVICES),
+                    help="the device model to start from; its shape fields (graph sizes, K/V bytes, pool) are kept")
+    ap.add_argument("--name", default=None, help="the fitted model's name (default: fitted-<base>)")
+    ap.add_argument("--out", default=None, help="write the fitted device model and the report here (JSON)")
+    a = ap.parse_args(argv)
+    try:
+        records = load_results(a.results, a.variants and a.variants.split(","), a.workloads and a.workloads.split(","))
+        base = DEVICES[a.base]
+        device, report = fit_device(records, base, a.name)
+    except (OSError, ValueError, KeyError) as e:
+        ap.error(str(e))
+    print(describe(device, base, report))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"device": asdict(device), "report": report, "source": a.results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
