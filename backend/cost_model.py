@@ -129,32 +129,28 @@ def _solve(columns: list[list[float]], target: list[float], seconds: list[float]
     return coef
 
 
-def _varies(xs: list[float]) -> bool:
-    return len(set(xs)) > 1
-
-
 def fit_compute(c: CostModel, recs: list) -> CostModel:
-    """The compute line through the records it predicts; a rate with nothing to fit it on keeps its value."""
+    """The compute line through the records it predicts. A rate no record has tokens for keeps its
+    value; where the records do not vary enough to place the intercept (a steady batch), the rates are
+    fitted through the current intercept; where nothing can be fitted, `c` is returned."""
+    if len(recs) < 3:
+        return c
     t = [r.seconds for r in recs]
     refresh, reuse = [float(r.refresh_tokens) for r in recs], [float(r.reuse_tokens) for r in recs]
-    if len(recs) < 3 or not (_varies(refresh) or _varies(reuse)):
+    present = [any(refresh), any(reuse)]
+    rate_cols = [xs for xs, p in zip((refresh, reuse), present, strict=True) if p]
+    if not rate_cols:
         return c
-    reuse_rate = c.per_token if c.reuse_per_token is None else c.reuse_per_token
-    cols, fixed = [[1.0] * len(recs)], [0.0] * len(recs)
-    fitted = []
-    for xs, rate in ((refresh, c.per_token), (reuse, reuse_rate)):
-        if any(xs):
-            cols.append(xs)
-            fitted.append(True)
-        else:
-            fixed = [f + x * rate for f, x in zip(fixed, xs, strict=True)]
-            fitted.append(False)
-    coef = _solve(cols, [a - b for a, b in zip(t, fixed, strict=True)], t)
-    if coef is None:
-        return c
-    intercept, rates = coef[0], iter(coef[1:])
-    per_token = max(next(rates), 1e-12) if fitted[0] else c.per_token
-    reuse_per_token = max(next(rates), 1e-12) if fitted[1] else c.reuse_per_token
+    coef = _solve([[1.0] * len(recs)] + rate_cols, t, t)
+    if coef is not None:
+        intercept, rates = coef[0], iter(coef[1:])
+    else:
+        coef = _solve(rate_cols, [x - c.intercept for x in t], t)
+        if coef is None:
+            return c
+        intercept, rates = c.intercept, iter(coef)
+    per_token = max(next(rates), 1e-12) if present[0] else c.per_token
+    reuse_per_token = max(next(rates), 1e-12) if present[1] else c.reuse_per_token
     return replace(c, intercept=intercept, per_token=per_token, reuse_per_token=reuse_per_token)
 
 

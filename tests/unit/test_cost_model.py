@@ -99,6 +99,13 @@ def test_refine_only_takes_a_better_fit():
     assert median_error(better, records) < median_error(off, records)
     assert better.reuse_per_token == pytest.approx(true.reuse_per_token, rel=1e-6)
     assert refine(off, records[:7]) is off  # too few to fit
+    # A steady batch (one size of pure Reuse steps) places no intercept: the Reuse rate is fitted through
+    # the current one.
+    seconds = true.predict(reuse=512, graphed=True)
+    steady = [Measured(seconds, 0.0, 0, 512, 16, 0, True)] * 10
+    got = refine(dataclasses.replace(true, reuse_per_token=None), steady)
+    assert got.reuse_per_token == pytest.approx(true.reuse_per_token, rel=1e-9)
+    assert got.intercept == true.intercept and got.per_token == true.per_token
     assert [n for n in range(1, 2049) if refine_due(n)] == [64, 128, 256, 512, 1024, 1536, 2048]
 
 
