@@ -1,15 +1,18 @@
 """How long one engine iteration takes, predicted from what it computes and reads (no tensors here).
 
     memory  = weight read + kv_bytes / bandwidth
-    compute = intercept + refresh_tokens x per_token + reuse_tokens x reuse_per_token
+    compute = intercept + refresh_tokens x per_token + reuse_tokens x reuse_per_token + kv_bytes x kv_per_byte
     t       = max(memory, compute), and at least `floor` unless the step replays a CUDA graph
 
 The memory piece is the bandwidth-bound regime: every iteration reads all the weights (`graph_floor`
 where graphs are captured, else `floor`), plus the cached K/V its Reuse rows attend to. The compute
-piece costs each token through the model; a Reuse row (a block row against cached K/V, decoded every
-step) costs more than a Refresh row (~1.35x on an H200 and on the CPU). `floor` is what an eager
-iteration of a few tokens costs (launches, host work). `knee_tokens` is where compute, not bandwidth,
-becomes the limit: below it extra Refresh tokens ride along on the weight read.
+piece costs each token through the model, a Reuse row (a block row decoded every step) and a
+Refresh token priced apart, and the attention over the cache in proportion to its size
+(`kv_per_byte`: attention kernels run apart from the GEMMs, so their time adds rather than overlaps;
+fitted on all but one of the CPU profile's workloads, the model predicts the one left out within
+4-13% median error, 5-29% without this term). `floor` is what an eager iteration of a few tokens
+costs (launches, host work). `knee_tokens` is where compute, not bandwidth, becomes the limit: below
+it extra Refresh tokens ride along on the weight read.
 
 `calibrate` fits the model on the actual device and model from a few timed forwards at start (about
 a second on a GPU; the engine passes a function that runs them); `refine` then refits it from the
@@ -33,6 +36,7 @@ class CostModel:
     intercept: float = 0.0  # seconds: the compute line's value at 0 tokens
     per_token: float = 1.15e-4  # seconds per Refresh token through the model, once compute-bound
     reuse_per_token: float | None = None  # seconds per Reuse row (None: as a Refresh token)
+    kv_per_byte: float = 0.0  # seconds per byte of cached K/V the Reuse rows attend to, once compute-bound
     bandwidth: float = 4.5e9  # bytes per second for reading cached K/V
     # A Reuse iteration replayed from a captured CUDA graph pays no launches: its floor is the weight
     # read alone (None: no graphs, every iteration is eager).
@@ -41,10 +45,17 @@ class CostModel:
 
     def predict(self, refresh: int = 0, reuse: int = 0, kv_bytes: int = 0, graphed: bool = False) -> float:
         """Seconds for an iteration of `refresh` Refresh tokens and `reuse` Reuse rows reading `kv_bytes`."""
-        weights = self.floor if self.graph_floor is None else self.graph_floor
-        rate = self.per_token if self.reuse_per_token is None else self.reuse_per_token
-        t = max(weights + kv_bytes / self.bandwidth, self.intercept + refresh * self.per_token + reuse * rate)
+        t = max(self.memory(kv_bytes), self.compute(refresh, reuse, kv_bytes))
         return t if graphed and self.graph_floor is not None else max(t, self.floor)
+
+    def memory(self, kv_bytes: int) -> float:
+        """The bandwidth-bound piece: the weight read and the cached K/V."""
+        return (self.floor if self.graph_floor is None else self.graph_floor) + kv_bytes / self.bandwidth
+
+    def compute(self, refresh: int, reuse: int, kv_bytes: int) -> float:
+        """The compute-bound piece: every token through the model, and the attention over the cache."""
+        rate = self.per_token if self.reuse_per_token is None else self.reuse_per_token
+        return self.intercept + refresh * self.per_token + reuse * rate + kv_bytes * self.kv_per_byte
 
     @property
     def knee_tokens(self) -> int:
@@ -55,6 +66,7 @@ class CostModel:
         return {"floor_ms": round(self.floor * 1e3, 3), "intercept_ms": round(self.intercept * 1e3, 3),
                 "per_token_us": round(self.per_token * 1e6, 3),
                 "reuse_per_token_us": None if self.reuse_per_token is None else round(self.reuse_per_token * 1e6, 3),
+                "kv_us_per_mib": round(self.kv_per_byte * 2**20 * 1e6, 3),
                 "bandwidth_gb_s": round(self.bandwidth / 1e9, 1), "knee_tokens": self.knee_tokens,
                 "graph_floor_ms": None if self.graph_floor is None else round(self.graph_floor * 1e3, 3),
                 "calibrated": self.calibrated}
@@ -93,10 +105,8 @@ FLOOR, MEMORY, COMPUTE = 0, 1, 2
 def pieces(c: CostModel, r) -> tuple[float, float, float]:
     """The floor, memory and compute pieces' predictions for one record (the floor only binds eager steps)."""
     eager = not (r.graphed and c.graph_floor is not None)
-    weights = c.floor if c.graph_floor is None else c.graph_floor
-    rate = c.per_token if c.reuse_per_token is None else c.reuse_per_token
-    return (c.floor if eager else float("-inf"), weights + r.kv_bytes / c.bandwidth,
-            c.intercept + r.refresh_tokens * c.per_token + r.reuse_tokens * rate)
+    return (c.floor if eager else float("-inf"), c.memory(r.kv_bytes),
+            c.compute(r.refresh_tokens, r.reuse_tokens, r.kv_bytes))
 
 
 def relative_errors(c: CostModel, records: Sequence) -> list[float]:
@@ -130,28 +140,33 @@ def _solve(columns: list[list[float]], target: list[float], seconds: list[float]
 
 
 def fit_compute(c: CostModel, recs: list) -> CostModel:
-    """The compute line through the records it predicts. A rate no record has tokens for keeps its
-    value; where the records do not vary enough to place the intercept (a steady batch), the rates are
-    fitted through the current intercept; where nothing can be fitted, `c` is returned."""
+    """The compute piece through the records it predicts. A coefficient no record has a term for keeps
+    its value; where the records cannot place every coefficient (a steady batch: one step size; the
+    cache growing with the rows), the first solvable subset is fitted, the rest kept: without the K/V
+    term, then through the current intercept, then both; where nothing solves, `c` is returned."""
     if len(recs) < 3:
         return c
     t = [r.seconds for r in recs]
-    refresh, reuse = [float(r.refresh_tokens) for r in recs], [float(r.reuse_tokens) for r in recs]
-    present = [any(refresh), any(reuse)]
-    rate_cols = [xs for xs, p in zip((refresh, reuse), present, strict=True) if p]
-    if not rate_cols:
+    terms = {"per_token": [float(r.refresh_tokens) for r in recs],
+             "reuse_per_token": [float(r.reuse_tokens) for r in recs],
+             "kv_per_byte": [float(r.kv_bytes) for r in recs]}
+    terms = {name: xs for name, xs in terms.items() if any(xs)}
+    if not terms.keys() - {"kv_per_byte"}:
         return c
-    coef = _solve([[1.0] * len(recs)] + rate_cols, t, t)
-    if coef is not None:
-        intercept, rates = coef[0], iter(coef[1:])
+    for free_intercept, free_kv in ((True, True), (True, False), (False, True), (False, False)):
+        names = [n for n in terms if free_kv or n != "kv_per_byte"]
+        fixed = [0.0 if free_intercept else c.intercept] * len(recs)
+        if not free_kv and "kv_per_byte" in terms:
+            fixed = [f + x * c.kv_per_byte for f, x in zip(fixed, terms["kv_per_byte"], strict=True)]
+        cols = ([[1.0] * len(recs)] if free_intercept else []) + [terms[n] for n in names]
+        coef = _solve(cols, [a - b for a, b in zip(t, fixed, strict=True)], t)
+        if coef is not None:
+            break
     else:
-        coef = _solve(rate_cols, [x - c.intercept for x in t], t)
-        if coef is None:
-            return c
-        intercept, rates = c.intercept, iter(coef)
-    per_token = max(next(rates), 1e-12) if present[0] else c.per_token
-    reuse_per_token = max(next(rates), 1e-12) if present[1] else c.reuse_per_token
-    return replace(c, intercept=intercept, per_token=per_token, reuse_per_token=reuse_per_token)
+        return c
+    intercept = coef.pop(0) if free_intercept else c.intercept
+    floor_at = {"per_token": 1e-12, "reuse_per_token": 1e-12, "kv_per_byte": 0.0}
+    return replace(c, intercept=intercept, **{n: max(x, floor_at[n]) for n, x in zip(names, coef, strict=True)})
 
 
 def _fit_memory(c: CostModel, recs: list) -> CostModel:

@@ -2,7 +2,7 @@
 that device and model (the cost model's form, `backend.cost_model`), for `benchmarks.schedule_sim`:
 
     memory  = weight read + kv / bandwidth
-    compute = intercept + refresh x per_token + reuse x reuse_per_token
+    compute = intercept + refresh x per_token + reuse x reuse_per_token + kv x kv_per_byte
     t       = max(memory, compute), and at least the eager floor unless a CUDA graph was replayed
 
 A GPU run (`benchmarks/gpu_runbook.sh`; the `gpu` profile keeps every iteration) then says, with no
@@ -25,7 +25,17 @@ import statistics
 from dataclasses import asdict, replace
 from typing import NamedTuple
 
-from backend.cost_model import COMPUTE, FLOOR, MEMORY, CostModel, fit, fit_compute, pieces, relative_errors
+from backend.cost_model import (
+    COMPUTE,
+    FLOOR,
+    MEMORY,
+    CostModel,
+    fit,
+    fit_compute,
+    median_error,
+    pieces,
+    relative_errors,
+)
 from benchmarks.metrics import ITERATION_FIELDS
 from benchmarks.schedule_sim import DEVICES, H200_LLADA_8B, DeviceModel
 
@@ -45,16 +55,30 @@ def from_columns(cols: dict) -> list[Measured]:
     return [Measured(*row) for row in zip(*(cols[f] for f in ITERATION_FIELDS), strict=True)]
 
 
-def load_results(path: str, variants: list[str] | None = None, workloads: list[str] | None = None) -> list[Measured]:
-    """The recorded iterations of a benchmark JSON (`benchmarks.engine`), optionally a subset."""
+def load_results(path: str, variants: list[str] | None = None,
+                 workloads: list[str] | None = None) -> dict[str, list[Measured]]:
+    """The recorded iterations of a benchmark JSON (`benchmarks.engine`) by workload, optionally a subset."""
     with open(path) as f:
         doc = json.load(f)
-    out = [m for r in doc.get("results", []) if "iterations" in r
-           and (not variants or r["variant"] in variants) and (not workloads or r["workload"] in workloads)
-           for m in from_columns(r["iterations"])]
+    out: dict[str, list[Measured]] = {}
+    for r in doc.get("results", []):
+        if "iterations" in r and (not variants or r["variant"] in variants) and (
+                not workloads or r["workload"] in workloads):
+            out.setdefault(r["workload"], []).extend(from_columns(r["iterations"]))
     if not out:
         raise ValueError(f"{path}: no recorded iterations (a profile with `iteration_log`, e.g. gpu, records them)"
                          + (" for the selected variants/workloads" if variants or workloads else ""))
+    return out
+
+
+def holdout_errors(by_workload: dict[str, list[Measured]], base: DeviceModel) -> dict[str, float]:
+    """Median error (%) on each workload of the model fitted to all the others: whether the model's
+    form carries over to work it has not seen, as the engine's refit must."""
+    out = {}
+    for name, held in by_workload.items():
+        rest = [m for other, ms in by_workload.items() if other != name for m in ms]
+        if len(rest) >= 8:
+            out[name] = round(100 * median_error(fit_device(rest, base)[0].cost, held), 2)
     return out
 
 
@@ -107,7 +131,8 @@ def describe(d: DeviceModel, base: DeviceModel, report: dict) -> str:
         return [("eager floor (ms)", c.floor * 1e3), ("graph floor: weight read (ms)",
                                                       None if c.graph_floor is None else c.graph_floor * 1e3),
                 ("intercept (ms)", c.intercept * 1e3), ("Refresh token (us)", c.per_token * 1e6),
-                ("Reuse row (us)", reuse * 1e6), ("K/V bandwidth (GB/s)", c.bandwidth / 1e9)]
+                ("Reuse row (us)", reuse * 1e6), ("attention over the cache (us per MiB)", c.kv_per_byte * 2**20 * 1e6),
+                ("K/V bandwidth, memory-bound (GB/s)", c.bandwidth / 1e9)]
 
     def fmt(x):
         return "-" if x is None else f"{x:.4g}"
@@ -118,6 +143,9 @@ def describe(d: DeviceModel, base: DeviceModel, report: dict) -> str:
     lines.append(f"\n{report['iterations']} iterations, per piece {report['per_piece']}; relative error "
                  f"median / p95: fitted {e['median']} / {e['p95']} %, the engine's cost model as it ran "
                  f"{c['median']} / {c['p95']} %")
+    if "holdout_error_pct" in report:
+        lines.append("Median error on each workload of the model fitted to the others: " + ", ".join(
+            f"{w} {e} %" for w, e in report["holdout_error_pct"].items()))
     return "\n".join(lines)
 
 
@@ -132,11 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write the fitted device model and the report here (JSON)")
     a = ap.parse_args(argv)
     try:
-        records = load_results(a.results, a.variants and a.variants.split(","), a.workloads and a.workloads.split(","))
+        by_workload = load_results(a.results, a.variants and a.variants.split(","),
+                                   a.workloads and a.workloads.split(","))
         base = DEVICES[a.base]
-        device, report = fit_device(records, base, a.name)
+        device, report = fit_device([m for ms in by_workload.values() for m in ms], base, a.name)
     except (OSError, ValueError, KeyError) as e:
         ap.error(str(e))
+    if len(by_workload) > 1:
+        report["holdout_error_pct"] = holdout_errors(by_workload, base)
     print(describe(device, base, report))
     if a.out:
         with open(a.out, "w") as f:

@@ -109,8 +109,9 @@ def test_engine_benchmark_writes_json_table_and_plots(tmp_path):
         assert {len(col) for col in r["iterations"].values()} == {r["engine"]["iterations"]}
     assert any(kv > 0 for r in doc["results"] for kv in r["iterations"]["kv_bytes"])
     assert fit_device.main([str(path), "--variants", "fcfs", "--out", str(tmp_path / "device.json")]) == 0
-    assert json.loads((tmp_path / "device.json").read_text())["report"]["iterations"] == sum(
-        r["engine"]["iterations"] for r in doc["results"] if r["variant"] == "fcfs")
+    fitted = json.loads((tmp_path / "device.json").read_text())["report"]
+    assert fitted["iterations"] == sum(r["engine"]["iterations"] for r in doc["results"] if r["variant"] == "fcfs")
+    assert set(fitted["holdout_error_pct"]) == {"burst", "poisson@20", "poisson@80"}
     assert schedule_sim.main(["--profile", "tiny", "--device", str(tmp_path / "device.json"), "--workloads", "burst",
                               "--policies", "fcfs"]) == 0
     assert len(list((out / path.name.replace(".json", ".workloads")).glob("*.jsonl"))) == 3

@@ -73,14 +73,21 @@ def _modelled_iterations(device=H200_LLADA_8B) -> list[Measured]:
     return out
 
 
-def test_fit_recovers_the_device_model_from_its_iterations():
-    records = _modelled_iterations()
+# The H200 model, and one whose attention over the cache costs time in proportion to it (~1.8 TB/s).
+WITH_KV = dataclasses.replace(H200_LLADA_8B, cost=dataclasses.replace(H200_LLADA_8B.cost, reuse_per_token=2.45e-5,
+                                                                      kv_per_byte=0.55e-12))
+
+
+@pytest.mark.parametrize("device", [H200_LLADA_8B, WITH_KV], ids=["h200", "kv-term"])
+def test_fit_recovers_the_device_model_from_its_iterations(device):
+    records = _modelled_iterations(device)
     assert {r.graphed for r in records} == {True, False} and any(r.kv_bytes for r in records)
-    start = dataclasses.replace(H200_LLADA_8B, cost=CostModel())  # the CPU defaults: far from an H200
-    device, report = fit_device(records, start)
-    true, got = H200_LLADA_8B.cost, device.cost
+    start = dataclasses.replace(device, cost=CostModel())  # the CPU defaults: far from an H200
+    fitted, report = fit_device(records, start)
+    true, got = device.cost, fitted.cost
     for field in ("floor", "graph_floor", "intercept", "per_token", "reuse_per_token", "bandwidth"):
         assert getattr(got, field) == pytest.approx(getattr(true, field), rel=1e-6), field
+    assert got.kv_per_byte == pytest.approx(true.kv_per_byte, abs=1e-18)
     assert report["fit_error_pct"]["p95"] < 1e-6 and all(report["per_piece"].values())
 
     noise = random.Random(0)
@@ -88,6 +95,7 @@ def test_fit_recovers_the_device_model_from_its_iterations():
     got = fit_device(noisy, start)[0].cost
     for field in ("floor", "graph_floor", "per_token", "reuse_per_token"):
         assert getattr(got, field) == pytest.approx(getattr(true, field), rel=0.03), field
+    assert median_error(got, records) < 0.01  # against the noise-free times
 
 
 def test_refine_only_takes_a_better_fit():
