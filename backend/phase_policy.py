@@ -17,7 +17,8 @@ its requests clustered: their boundaries then collide every period, and iteratio
 between pure Reuse and Reuse + several Refreshes, 2x apart on an H200.)
 
 Refresh tokens also ride free while the cost model predicts the iteration is memory-bound:
-`max(t(reuse), t(knee))` (`Scheduler.last_target`), the knee being where compute becomes the limit.
+`max(t(reuse), t(knee))` (`Scheduler.last_target`), the knee being where compute becomes the limit;
+with CUDA graphs, only within the time the Reuse work alone takes replayed (a Refresh makes it eager).
 Bounded waiting: when no Refresh fits, the oldest one is taken anyway once it has been passed over
 `max_refresh_wait` times (0, the default: at once; a long prompt's Refresh, larger than any
 allowance, never holds the queue), or when the iteration would otherwise be empty, evicting the
@@ -58,7 +59,7 @@ class PhasePolicy:
                 budget -= r.reuse_cost
                 kv += s.kv_bytes_read(r)
         reuse_tokens, refresh_tokens = cfg.max_num_batched_tokens - budget, 0
-        free_until = max(cost.predict(reuse=reuse_tokens, kv_bytes=kv), cost.predict(cost.knee_tokens, kv_bytes=kv))
+        free_until = self._free_until(cost, reuse_tokens, kv, bool(batch))
         allowance = (1 + cfg.refresh_spread) * self._refresh_demand(s)
         s.last_target, s.last_refresh_allowance = free_until, allowance
 
@@ -95,6 +96,16 @@ class PhasePolicy:
         for r in candidates:  # waiting counts only iterations a candidate was passed over
             r.refresh_wait = 0 if id(r) in scheduled else r.refresh_wait + 1
         return batch
+
+    @staticmethod
+    def _free_until(cost, reuse_tokens: int, kv: int, has_reuse: bool) -> float:
+        """The predicted time Refresh tokens may fill for free. Eager: the Reuse work's own time, and
+        at least the floor up to the knee (launches cost it anyway). With CUDA graphs the Reuse work
+        alone replays a graph: a Refresh joining makes the step eager, so only what fits in the
+        replay's time is free (seldom anything: the eager floor is ~3x a replay at small batch)."""
+        if has_reuse and cost.graph_floor is not None:
+            return cost.predict(reuse=reuse_tokens, kv_bytes=kv, graphed=True)
+        return max(cost.predict(reuse=reuse_tokens, kv_bytes=kv), cost.predict(cost.knee_tokens, kv_bytes=kv))
 
     @staticmethod
     def _refresh_demand(s: Scheduler) -> float:

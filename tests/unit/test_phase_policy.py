@@ -224,3 +224,18 @@ def test_schedule_model_replays_the_engines_iterations(policy):
     modelled = [(i.refresh_tokens, i.reuse_tokens, i.requests, i.kv_bytes) for i in iters]
     assert modelled == [(r.refresh_tokens, r.reuse_tokens, r.requests, r.kv_bytes) for r in engine.iteration_log]
     assert any(r and u for r, u, _, _ in modelled) or policy == "static"  # phases shared iterations
+
+
+def test_with_graphs_refresh_rides_free_only_within_the_replay():
+    """A Refresh makes a replayable Reuse step eager: with a graph floor, the free time is the Reuse
+    work replayed, not the eager floor (at small batch, a third of it); eager engines keep the knee."""
+    from backend.phase_policy import PhasePolicy
+
+    graphs = CostModel(floor=18e-3, intercept=1.8e-3, per_token=2.1e-5, reuse_per_token=2.8e-5, bandwidth=4e12,
+                       graph_floor=5.8e-3, calibrated=True)
+    free = PhasePolicy._free_until(graphs, 96, 10**8, True)
+    assert free == graphs.predict(reuse=96, kv_bytes=10**8, graphed=True) < graphs.floor
+    assert graphs.predict(1, 96, 10**8) > free  # any Refresh costs the eager floor
+    assert PhasePolicy._free_until(graphs, 0, 0, False) == graphs.floor  # nothing to replay: the knee
+    # Eager: 32 Reuse rows cost the floor, as would 48 Refresh tokens with them (80: the knee).
+    assert PhasePolicy._free_until(COST, 32, 0, True) == COST.floor == COST.predict(48, 32)
