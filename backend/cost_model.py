@@ -119,6 +119,12 @@ def median_error(c: CostModel, records: Sequence) -> float:
     return statistics.median(errors) if errors else float("inf")
 
 
+def mean_error(c: CostModel, records: Sequence) -> float:
+    """Mean relative error: unlike the median, it sees the few large iterations the policy decides on."""
+    errors = relative_errors(c, records)
+    return statistics.fmean(errors) if errors else float("inf")
+
+
 def _solve(columns: list[list[float]], target: list[float], seconds: list[float]) -> list[float] | None:
     """Least squares on error relative to `seconds` (normal equations, Gaussian elimination); None when
     the columns do not determine the coefficients."""
@@ -141,9 +147,10 @@ def _solve(columns: list[list[float]], target: list[float], seconds: list[float]
 
 def fit_compute(c: CostModel, recs: list) -> CostModel:
     """The compute piece through the records it predicts. A coefficient no record has a term for keeps
-    its value; where the records cannot place every coefficient (a steady batch: one step size; the
-    cache growing with the rows), the first solvable subset is fitted, the rest kept: without the K/V
-    term, then through the current intercept, then both; where nothing solves, `c` is returned."""
+    its value. The records may not place every coefficient (a steady batch: one step size; a burst's
+    cache growing with its rows), so each subset is fitted with the rest kept (all; without the K/V
+    term; through the current intercept; both), and the fit with no negative rate that predicts the
+    records best wins; where none does, `c` is returned."""
     if len(recs) < 3:
         return c
     t = [r.seconds for r in recs]
@@ -153,6 +160,7 @@ def fit_compute(c: CostModel, recs: list) -> CostModel:
     terms = {name: xs for name, xs in terms.items() if any(xs)}
     if not terms.keys() - {"kv_per_byte"}:
         return c
+    best, best_error = c, float("inf")
     for free_intercept, free_kv in ((True, True), (True, False), (False, True), (False, False)):
         names = [n for n in terms if free_kv or n != "kv_per_byte"]
         fixed = [0.0 if free_intercept else c.intercept] * len(recs)
@@ -160,13 +168,15 @@ def fit_compute(c: CostModel, recs: list) -> CostModel:
             fixed = [f + x * c.kv_per_byte for f, x in zip(fixed, terms["kv_per_byte"], strict=True)]
         cols = ([[1.0] * len(recs)] if free_intercept else []) + [terms[n] for n in names]
         coef = _solve(cols, [a - b for a, b in zip(t, fixed, strict=True)], t)
-        if coef is not None:
-            break
-    else:
-        return c
-    intercept = coef.pop(0) if free_intercept else c.intercept
-    floor_at = {"per_token": 1e-12, "reuse_per_token": 1e-12, "kv_per_byte": 0.0}
-    return replace(c, intercept=intercept, **{n: max(x, floor_at[n]) for n, x in zip(names, coef, strict=True)})
+        if coef is None or min(coef[1:] if free_intercept else coef) < 0:
+            continue
+        intercept = coef.pop(0) if free_intercept else c.intercept
+        candidate = replace(c, intercept=intercept, **dict(zip(names, coef, strict=True)))
+        error = statistics.fmean(abs(candidate.compute(r.refresh_tokens, r.reuse_tokens, r.kv_bytes) - r.seconds)
+                                 / r.seconds for r in recs)
+        if error < best_error:
+            best, best_error = candidate, error
+    return best
 
 
 def _fit_memory(c: CostModel, recs: list) -> CostModel:
@@ -188,8 +198,10 @@ def fit(records: Sequence, start: CostModel, rounds: int = 30) -> CostModel:
     """The cost model that best predicts `records` (relative error), from `start`: give each record to
     the piece that predicts it highest, refit each piece on its records (floor: their median; memory
     and compute: least squares), until no record changes piece. With no CUDA graphs the floor is also
-    the memory piece's weight read. Pieces no record falls on keep `start`'s values."""
+    the memory piece's weight read. Pieces no record falls on keep `start`'s values; the round that
+    predicts `records` best (mean relative error) is returned."""
     c, assigned = start, None
+    best, best_error = start, mean_error(start, records)
     for _ in range(rounds):
         new = [max(range(3), key=p.__getitem__) for p in (pieces(c, r) for r in records)]
         if new == assigned:
@@ -200,9 +212,12 @@ def fit(records: Sequence, start: CostModel, rounds: int = 30) -> CostModel:
             c = replace(c, floor=statistics.median(r.seconds for r in by_piece[FLOOR]))
         c = _fit_memory(c, by_piece[MEMORY] + (by_piece[FLOOR] if c.graph_floor is None else []))
         c = fit_compute(c, by_piece[COMPUTE])
-    if c.graph_floor is not None:
-        c = replace(c, graph_floor=min(c.graph_floor, c.floor))  # a replay never costs more than launching
-    return c
+        if c.graph_floor is not None:
+            c = replace(c, graph_floor=min(c.graph_floor, c.floor))  # a replay never costs more than launching
+        # Alternating need not improve every round (a piece's records change under it): keep the best.
+        if (error := mean_error(c, records)) < best_error:
+            best, best_error = c, error
+    return best
 
 
 REFINE_WINDOW = 1024  # the latest iterations a refit looks at
@@ -215,8 +230,9 @@ def refine_due(iterations: int) -> bool:
 
 
 def refine(current: CostModel, records: Sequence) -> CostModel:
-    """`current` refitted to recently measured iterations, if that predicts them better (else `current`)."""
+    """`current` refitted to recently measured iterations, if that predicts them better on average
+    (else `current`)."""
     if len(records) < 8:
         return current
     candidate = fit(records, current)
-    return candidate if median_error(candidate, records) < median_error(current, records) else current
+    return candidate if mean_error(candidate, records) < mean_error(current, records) else current

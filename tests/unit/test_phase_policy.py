@@ -185,14 +185,18 @@ def test_modelled_gpu_schedules():
     from benchmarks.schedule_sim import H200_LLADA_8B, simulate
     from client.workloads import WorkItem
 
-    items = [WorkItem(0.0, 128, prompt_len=256) for _ in range(32)]
+    items = [WorkItem(0.0, 256, prompt_len=256) for _ in range(64)]  # the GPU profile's burst-64
     engine, cost = {"max_num_batched_tokens": 16384, "max_num_seqs": 128}, H200_LLADA_8B.calibrated_cost(16384)
     spread = {}
     for policy in ("fcfs", "phase", "static"):
         records, iters = simulate(policy, items, H200_LLADA_8B, cost, engine, {"block_length": 32})
-        assert all(r.finish is not None and r.forwards == 128 and r.first_delta <= r.finish for r in records)
-        assert sum(i.reuse_tokens + i.refresh_tokens for i in iters) >= 32 * 128 * 32
-        spread[policy] = iteration_stats(iters)["iteration_spread"]
+        assert all(r.finish is not None and r.forwards == 256 and r.first_delta <= r.finish for r in records)
+        assert sum(i.reuse_tokens + i.refresh_tokens for i in iters) >= 64 * 256 * 32
+        stats = iteration_stats(iters)
+        spread[policy] = stats["iteration_spread"]
+        # The start-up calibration prices Reuse rows as Refresh tokens (22% off); the refit from the
+        # iterations (a burst's ramp grows rows and cache together) finds the device's rates.
+        assert stats["cost_model_error_pct"] <= 1.0, (policy, stats)
     assert spread["phase"] <= 1.5 < min(spread["fcfs"], spread["static"]), spread
 
 
