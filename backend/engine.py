@@ -230,6 +230,8 @@ class Engine:
         if refined is not self.cost:
             self.cost = self.scheduler.cost = refined
             self.cost_refits += 1
+            (log.info if self.cost_refits == 1 else log.debug)(
+                "cost model refitted from %d measured iterations: %s", len(self._measured), refined.to_dict())
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1
