@@ -24,6 +24,7 @@ out (decoding, step inputs, Reuse rows). `CostModel()` holds fixed defaults (the
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -97,8 +98,18 @@ def calibrate(time_forward: Callable[[int], float], weight_bytes: int, sizes: tu
 
 
 # --- refitting from measured iterations --------------------------------------------------------------
-# `records`: anything with the engine IterationRecord's fields (seconds, refresh_tokens, reuse_tokens,
-# kv_bytes, graphed).
+@dataclass
+class IterationRecord:
+    """One engine iteration, as measured (the engine's log, the schedule model's, benchmark JSON)."""
+    seconds: float  # wall time of the iteration's forward and decode
+    predicted: float  # the cost model's prediction for what it computed and read
+    refresh_tokens: int
+    reuse_tokens: int
+    requests: int
+    kv_bytes: int = 0  # cached K/V the Reuse rows read
+    graphed: bool = False  # replayed from a captured CUDA graph
+
+
 FLOOR, MEMORY, COMPUTE = 0, 1, 2
 
 
@@ -227,6 +238,26 @@ def refine_due(iterations: int) -> bool:
     """When a calibrated model is refitted: soon after start-up (the timed forwards priced neither
     decoding nor Reuse rows), then every 512 iterations."""
     return iterations in (64, 128, 256) or (iterations > 0 and iterations % 512 == 0)
+
+
+class Refitter:
+    """The latest measured iterations, and a calibrated model refitted to them when due (a fixed one
+    is returned as it is: tests, and schedules that must not depend on timing)."""
+
+    def __init__(self):
+        self.window: deque[IterationRecord] = deque(maxlen=REFINE_WINDOW)
+        self.iterations = 0
+        self.refits = 0
+
+    def observe(self, cost: CostModel, record: IterationRecord) -> CostModel:
+        """`cost`, or its refit once this record makes one due and the refit predicts better."""
+        self.window.append(record)
+        self.iterations += 1
+        if not cost.calibrated or not refine_due(self.iterations):
+            return cost
+        refined = refine(cost, self.window)
+        self.refits += refined is not cost
+        return refined
 
 
 def refine(current: CostModel, records: Sequence) -> CostModel:

@@ -7,14 +7,13 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from backend import fused_layers
 from backend.config import PRESETS
-from backend.cost_model import REFINE_WINDOW, CostModel, calibrate, calibration_sizes, refine, refine_due
+from backend.cost_model import CostModel, IterationRecord, Refitter, calibrate, calibration_sizes
 from backend.denoise import select_commits
 from backend.engine_config import EngineConfig, MiB
 from backend.kv_pool import KVPool
@@ -30,17 +29,6 @@ from backend.tokenizer import Tokenizer
 
 CPU_KV_BYTES = 256 * MiB
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class IterationRecord:
-    seconds: float  # wall time of the iteration's forward and decode
-    predicted: float  # the cost model's prediction for what it computed and read
-    refresh_tokens: int
-    reuse_tokens: int
-    requests: int
-    kv_bytes: int = 0  # cached K/V the Reuse rows read
-    graphed: bool = False  # replayed from a captured CUDA graph
 
 
 class Engine:
@@ -80,9 +68,9 @@ class Engine:
                       "failed": 0}
         # The latest iterations (time, predicted time, Refresh / Reuse tokens): metrics and benchmarks.
         self.iteration_log: deque[IterationRecord] = deque(maxlen=4096)
-        # What a calibrated cost model is refitted to (the log above is drained by the async engine).
-        self._measured: deque[IterationRecord] = deque(maxlen=REFINE_WINDOW)
-        self.cost_refits = 0
+        # Refits a calibrated cost model to the measured iterations (the log above is drained by the
+        # async engine).
+        self.refitter = Refitter()
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -218,20 +206,11 @@ class Engine:
         predicted = self.cost.predict(refresh, tokens - refresh, kv, graphed)
         record = IterationRecord(seconds, predicted, refresh, tokens - refresh, len(batch), kv, graphed)
         self.iteration_log.append(record)
-        self._refine_cost(record)
-
-    def _refine_cost(self, record: IterationRecord) -> None:
-        """A calibrated cost model is refitted to the latest measured iterations (`refine_due`); a fixed
-        one stays as it is (tests, and schedules that must not depend on timing)."""
-        self._measured.append(record)
-        if not self.cost.calibrated or not refine_due(self.stats["iterations"]):
-            return
-        refined = refine(self.cost, self._measured)
+        refined = self.refitter.observe(self.cost, record)
         if refined is not self.cost:
             self.cost = self.scheduler.cost = refined
-            self.cost_refits += 1
-            (log.info if self.cost_refits == 1 else log.debug)(
-                "cost model refitted from %d measured iterations: %s", len(self._measured), refined.to_dict())
+            (log.info if self.refitter.refits == 1 else log.debug)(
+                "cost model refitted from %d measured iterations: %s", len(self.refitter.window), refined.to_dict())
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1

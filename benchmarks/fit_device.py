@@ -23,13 +23,13 @@ import argparse
 import json
 import statistics
 from dataclasses import asdict, replace
-from typing import NamedTuple
 
 from backend.cost_model import (
     COMPUTE,
     FLOOR,
     MEMORY,
     CostModel,
+    IterationRecord,
     fit,
     fit_compute,
     median_error,
@@ -40,27 +40,18 @@ from benchmarks.metrics import ITERATION_FIELDS
 from benchmarks.schedule_sim import DEVICES, H200_LLADA_8B, DeviceModel
 
 
-class Measured(NamedTuple):
-    """One recorded iteration (benchmarks.metrics.iteration_columns)."""
-    seconds: float
-    predicted: float
-    refresh_tokens: int
-    reuse_tokens: int
-    requests: int
-    kv_bytes: int
-    graphed: bool
-
-
-def from_columns(cols: dict) -> list[Measured]:
-    return [Measured(*row) for row in zip(*(cols[f] for f in ITERATION_FIELDS), strict=True)]
+def from_columns(cols: dict) -> list[IterationRecord]:
+    """Records from a benchmark result's `iterations` (benchmarks.metrics.iteration_columns)."""
+    return [IterationRecord(**dict(zip(ITERATION_FIELDS, row, strict=True)))
+            for row in zip(*(cols[f] for f in ITERATION_FIELDS), strict=True)]
 
 
 def load_results(path: str, variants: list[str] | None = None,
-                 workloads: list[str] | None = None) -> dict[str, list[Measured]]:
+                 workloads: list[str] | None = None) -> dict[str, list[IterationRecord]]:
     """The recorded iterations of a benchmark JSON (`benchmarks.engine`) by workload, optionally a subset."""
     with open(path) as f:
         doc = json.load(f)
-    out: dict[str, list[Measured]] = {}
+    out: dict[str, list[IterationRecord]] = {}
     for r in doc.get("results", []):
         if "iterations" in r and (not variants or r["variant"] in variants) and (
                 not workloads or r["workload"] in workloads):
@@ -71,7 +62,7 @@ def load_results(path: str, variants: list[str] | None = None,
     return out
 
 
-def holdout_errors(by_workload: dict[str, list[Measured]], base: DeviceModel) -> dict[str, float]:
+def holdout_errors(by_workload: dict[str, list[IterationRecord]], base: DeviceModel) -> dict[str, float]:
     """Median error (%) on each workload of the model fitted to all the others: whether the model's
     form carries over to work it has not seen, as the engine's refit must."""
     out = {}
@@ -93,7 +84,7 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[int(q * (len(xs) - 1))]
 
 
-def initial(records: list[Measured], like: CostModel) -> CostModel:
+def initial(records: list[IterationRecord], like: CostModel) -> CostModel:
     """A start from the data alone (another device's values can sit far from these): the floors from
     the fastest iterations (with graphs recorded, the weight read is the replays' floor; without, the
     eager floor is both), the compute line through the larger half of the iterations."""
@@ -106,7 +97,7 @@ def initial(records: list[Measured], like: CostModel) -> CostModel:
     return fit_compute(start, larger)
 
 
-def fit_device(records: list[Measured], base: DeviceModel = H200_LLADA_8B, name: str | None = None
+def fit_device(records: list[IterationRecord], base: DeviceModel = H200_LLADA_8B, name: str | None = None
                ) -> tuple[DeviceModel, dict]:
     """The device model that best predicts `records`, and a report: its errors next to those of the
     cost model the engine ran with, and how many iterations each piece of the model predicts."""

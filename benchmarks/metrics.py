@@ -113,7 +113,7 @@ def ratio(value, base) -> float | None:
 
 def iteration_stats(log) -> dict:
     """Engine iterations (anything with `seconds`, `predicted`, `refresh_tokens`: the engine's
-    IterationRecord, the schedule model's Iteration): times (ms), their spread (max / median), the
+    IterationRecord, also the schedule model's): times (ms), their spread (max / median), the
     cost model's median prediction error, the most Refresh tokens one iteration carried."""
     if not log:
         return {}

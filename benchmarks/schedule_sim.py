@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import deque
 from dataclasses import asdict, dataclass
 
-from backend.cost_model import REFINE_WINDOW, CostModel, calibrate, calibration_sizes, refine, refine_due
+from backend.cost_model import CostModel, IterationRecord, Refitter, calibrate, calibration_sizes
 from backend.page_allocator import PageAllocator
 from backend.sampling_params import SamplingParams
 from backend.scheduler import POLICIES, Batch, Scheduler, SchedulerConfig
@@ -90,18 +89,6 @@ def load_device(name_or_path: str) -> DeviceModel:
                          f"nor a fit_device JSON ({e})") from e
 
 
-@dataclass
-class Iteration:
-    start: float
-    seconds: float
-    predicted: float
-    refresh_tokens: int
-    reuse_tokens: int
-    requests: int
-    kv_bytes: int
-    graphed: bool
-
-
 def advance(s: Scheduler, batch: Batch) -> list[Request]:
     """What the engine does after a forward: a Refresh leaves a cache, each request commits its quota
     (left to right), the last block finishes it. Returns the requests that finished."""
@@ -122,7 +109,7 @@ def advance(s: Scheduler, batch: Batch) -> list[Request]:
 
 
 def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, cost: CostModel,
-             engine: dict, sampling: dict, **policy_settings) -> tuple[list[RequestRecord], list[Iteration]]:
+             engine: dict, sampling: dict, **policy_settings) -> tuple[list[RequestRecord], list[IterationRecord]]:
     """Run `items` to completion; `policy_settings` override SchedulerConfig fields (refresh_spread, ...)."""
     cfg = SchedulerConfig(engine.get("max_num_batched_tokens", 16384), engine.get("max_num_seqs", 128), policy,
                           **{k: v for k, v in policy_settings.items() if v is not None})
@@ -130,7 +117,7 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
     s = Scheduler(cfg, PageAllocator(device.pool_positions // page, page), cost, device.kv_bytes_per_position)
     pending = sorted(enumerate(items), key=lambda x: (x[1].arrival, x[0]))
     records, by_id, iters, now = [], {}, [], 0.0
-    measured: deque[Iteration] = deque(maxlen=REFINE_WINDOW)
+    refitter = Refitter()
     while pending or s.has_work():
         while pending and pending[0][1].arrival <= now:
             i, it = pending.pop(0)
@@ -150,10 +137,8 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
         seconds = device.iteration(refresh, reuse_tokens, kv, len(reuse))
         graphed = device.graphed(refresh, len(reuse))
         predicted = cost.predict(refresh, reuse_tokens, kv, graphed)
-        iters.append(Iteration(now, seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed))
-        measured.append(iters[-1])
-        if cost.calibrated and refine_due(len(iters)):  # as the engine refits its cost model
-            cost = s.cost = refine(cost, measured)
+        iters.append(IterationRecord(seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed))
+        cost = s.cost = refitter.observe(cost, iters[-1])  # as the engine refits its cost model
         now += seconds
         finished = advance(s, batch)
         for r, _ in batch:  # tokens commit left to right: every step streams a delta

@@ -11,12 +11,12 @@ import random
 import pytest
 import torch
 
-from backend.cost_model import CostModel, median_error, refine, refine_due
+from backend.cost_model import CostModel, IterationRecord, median_error, refine, refine_due
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
 from backend.models import random_model
 from backend.sampling_params import SamplingParams
-from benchmarks.fit_device import Measured, fit_device
+from benchmarks.fit_device import fit_device
 from benchmarks.schedule_sim import H200_LLADA_8B, simulate
 from client.workloads import WorkItem
 
@@ -56,7 +56,7 @@ def test_calibration_takes_the_graph_floor_from_a_replay():
     assert calibrate(eager.predict, weight_bytes=1).graph_floor is None
 
 
-def _modelled_iterations(device=H200_LLADA_8B) -> list[Measured]:
+def _modelled_iterations(device=H200_LLADA_8B) -> list[IterationRecord]:
     """A burst and a mix of prompt lengths under two policies, on the device model's clock: iterations
     on every piece (replayed graphs, eager floors, compute-bound bursts)."""
     rng = random.Random(5)
@@ -68,8 +68,7 @@ def _modelled_iterations(device=H200_LLADA_8B) -> list[Measured]:
         for policy in ("fcfs", "phase"):
             _, iters = simulate(policy, items, device, CostModel(), {"max_num_batched_tokens": 16384,
                                                                      "max_num_seqs": 128}, {"block_length": 32})
-            out += [Measured(i.seconds, i.predicted, i.refresh_tokens, i.reuse_tokens, i.requests, i.kv_bytes,
-                             i.graphed) for i in iters]
+            out += iters
     return out
 
 
@@ -91,7 +90,7 @@ def test_fit_recovers_the_device_model_from_its_iterations(device):
     assert report["fit_error_pct"]["p95"] < 1e-6 and all(report["per_piece"].values())
 
     noise = random.Random(0)
-    noisy = [r._replace(seconds=r.seconds * (1 + 0.05 * noise.gauss(0, 1))) for r in records]
+    noisy = [dataclasses.replace(r, seconds=r.seconds * (1 + 0.05 * noise.gauss(0, 1))) for r in records]
     got = fit_device(noisy, start)[0].cost
     for field in ("floor", "graph_floor", "per_token", "reuse_per_token"):
         assert getattr(got, field) == pytest.approx(getattr(true, field), rel=0.03), field
@@ -110,7 +109,7 @@ def test_refine_only_takes_a_better_fit():
     # A steady batch (one size of pure Reuse steps) places no intercept: the Reuse rate is fitted through
     # the current one.
     seconds = true.predict(reuse=512, graphed=True)
-    steady = [Measured(seconds, 0.0, 0, 512, 16, 0, True)] * 10
+    steady = [IterationRecord(seconds, 0.0, 0, 512, 16, 0, True)] * 10
     got = refine(dataclasses.replace(true, reuse_per_token=None), steady)
     assert got.reuse_per_token == pytest.approx(true.reuse_per_token, rel=1e-9)
     assert got.intercept == true.intercept and got.per_token == true.per_token
@@ -128,11 +127,11 @@ def test_engine_refines_a_calibrated_cost_model_and_keeps_a_fixed_one():
     start = engine.cost = engine.scheduler.cost = dataclasses.replace(CostModel(per_token=1.0), calibrated=True)
     engine.generate(prompts, params)
     log = list(engine.iteration_log)
-    assert len(log) >= 64 and engine.cost_refits >= 1
+    assert len(log) >= 64 and engine.refitter.refits >= 1
     assert engine.scheduler.cost is engine.cost and engine.cost.calibrated
     assert median_error(engine.cost, log) < median_error(start, log) / 100
 
     fixed = Engine(model, EngineConfig(cost_model="fixed", max_num_seqs=4))
     before = fixed.cost
     fixed.generate(prompts, params)
-    assert fixed.cost is before and fixed.scheduler.cost is before and fixed.cost_refits == 0
+    assert fixed.cost is before and fixed.scheduler.cost is before and fixed.refitter.refits == 0
