@@ -71,4 +71,10 @@ fi
 log "python -m benchmarks.engine --profile $PROFILE --out $OUT ${EXTRA[*]:-}"
 cd "$REPO"
 "$PY" -m benchmarks.engine --profile "$PROFILE" --out "$OUT" --tag "${TAG:-}" "${EXTRA[@]}"
+# The device model fitted to the run's iterations (benchmarks/README.md): seconds, on the CPU.
+RESULTS=$(ls -t "$OUT"/*-"$PROFILE".json 2>/dev/null | head -n 1)
+if [[ -n $RESULTS ]]; then
+    "$PY" -m benchmarks.fit_device "$RESULTS" --out "$OUT/device.json" > "$OUT/device.md" 2>&1 \
+        && cat "$OUT/device.md" || log "fit_device failed (see $OUT/device.md); the results stand"
+fi
 log "done: $(ls "$OUT" | tr '\n' ' ')"

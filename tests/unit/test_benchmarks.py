@@ -187,4 +187,7 @@ def test_gpu_runbook_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(next(tmp_path.glob("*-dry-tiny.json")).read_text())
     assert doc["results"][0]["summary"]["completed"] == 6
+    # The device model fitted to the run's iterations comes with it.
+    assert json.loads((tmp_path / "device.json").read_text())["report"]["iterations"] == doc["results"][0][
+        "engine"]["iterations"]
     assert "torch" in (tmp_path / "environment.txt").read_text()
