@@ -22,7 +22,7 @@ from backend.models import DiffusionLM, default_dtype, random_model
 from backend.outputs import GenerationResult, RequestOutput
 from backend.runner import ModelRunner
 from backend.sampling_params import SamplingParams
-from backend.scheduler import Scheduler, SchedulerConfig
+from backend.scheduler import Scheduler
 from backend.sequence import Phase, Request, Status
 from backend.stop_checker import StopChecker
 from backend.tokenizer import Tokenizer
@@ -50,12 +50,10 @@ class Engine:
         # CUDA: Triton kernels for the layers and the attention over the pool (a model shared between
         # engines gets exactly this engine's choice).
         self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
-        c = self.config
         graphs = self._graphs()
         self.cost = self._cost_model(graphs)  # after kernels and graphs: it times the forwards that will run
-        self.scheduler = Scheduler(SchedulerConfig(c.max_num_batched_tokens, c.max_num_seqs, c.scheduler,
-                                                   c.refresh_spread, c.max_refresh_wait), self.pool.allocator,
-                                   self.cost, model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
+        self.scheduler = Scheduler(self.config.scheduler_config(), self.pool.allocator, self.cost,
+                                   model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
         self.scheduler.on_free = self.pool.forget
         self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.kernels,
                                   self.config.sparse_window)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.sampling_params import parse_bool, parse_float, parse_int
+from backend.scheduler import SchedulerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = str(REPO_ROOT / "model_repository" / "dllm" / "1" / "default-model")
@@ -51,7 +52,8 @@ class EngineConfig:
     def __post_init__(self):
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype: must be one of {DTYPES}, got {self.dtype!r}")
-        for name in ("max_num_batched_tokens", "max_num_seqs", "page_size", "logit_budget_bytes"):
+        self.scheduler_config()  # the scheduler's own checks: budget, requests, policy, pacing
+        for name in ("page_size", "logit_budget_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.cuda_graph_max_seqs is not None and self.cuda_graph_max_seqs < 1:
@@ -65,16 +67,14 @@ class EngineConfig:
             raise ValueError(f"kv_cache_bytes: must be >= 1, got {self.kv_cache_bytes}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.scheduler not in ("phase", "fcfs", "static"):
-            raise ValueError(f"scheduler: must be 'phase', 'fcfs' or 'static', got {self.scheduler!r}")
         if self.cost_model not in ("auto", "calibrate", "fixed"):
             raise ValueError(f"cost_model: must be 'auto', 'calibrate' or 'fixed', got {self.cost_model!r}")
-        if self.refresh_spread < 0:
-            raise ValueError(f"refresh_spread: must be >= 0, got {self.refresh_spread}")
-        if self.max_refresh_wait < 0:
-            raise ValueError(f"max_refresh_wait: must be >= 0, got {self.max_refresh_wait}")
         if not isinstance(self.default_sampling, dict):
             raise ValueError("default_sampling: expected a JSON object")
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(self.max_num_batched_tokens, self.max_num_seqs, self.scheduler, self.refresh_spread,
+                               self.max_refresh_wait)
 
     @classmethod
     def from_dict(cls, values: dict) -> EngineConfig:
