@@ -11,3 +11,10 @@ def test_startup_logs_no_gpu_errors(server):
     assert "successfully loaded 'dllm'" in log  # the real start-up log, model loaded
     found = [line for line in log.splitlines() if any(e in line for e in GPU_ERRORS)]
     assert not found, "\n".join(found)
+
+
+def test_startup_log_names_the_scheduler_and_cost_model(server):
+    """An operator reads what the engine runs with: the policy, and the cost model it schedules by (the
+    bundled model on the CPU: fixed defaults, never refitted)."""
+    [line] = [x for x in server.log().splitlines() if "dllm: model" in x and "K/V pages" in x]
+    assert "scheduler phase, cost model fixed {'floor_ms'" in line, line

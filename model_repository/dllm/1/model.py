@@ -78,7 +78,9 @@ class TritonPythonModel:
         self._death_logged = False
         pb_utils.Logger.log_info(
             f"dllm: model {config.model} on {engine.model.device} ({engine.model.dtype}), "
-            f"{engine.pool.allocator.num_pages} K/V pages; settings from {settings.sources or ['defaults']}")
+            f"{engine.pool.allocator.num_pages} K/V pages, scheduler {engine.config.scheduler}, cost model "
+            f"{'calibrated (refitted as it runs)' if engine.cost.calibrated else 'fixed'} {engine.cost.to_dict()}; "
+            f"settings from {settings.sources or ['defaults']}")
 
     def execute(self, requests):
         for request in requests:
