@@ -64,13 +64,16 @@ class DeviceModel:
 
 
 # LLaDA-8B shape in bf16 on an H200 (benchmarks/results/2026-11-26-h200-*): graph Reuse 6.09 / 16.1 /
-# 59.1 ms at 1 / 16 / 64 requests of 32 rows (28 us a row between 16 and 64), an eager N=1 Reuse
-# 18.7 ms, eager forwards ~21 us a token on the compute line, mixed 64-Reuse + 2,560-token Refresh
-# iterations 110-121 ms (59 + 2,560 x 21 us = 113); the N=1 step (6.1 ms) is the floor: 16 GB of weights
-# at ~4.8 TB/s (3.4 ms) plus what one graph replay of a small batch costs beyond.
+# 59.1 ms at 1 / 16 / 64 requests of 32 rows (~400 cached positions each), an eager N=1 Reuse 18.7 ms,
+# eager forwards ~21 us a token on the compute line, mixed 64-Reuse + 2,560-token Refresh iterations
+# 110-121 ms (59 + 2,560 x 21 us = 113); the N=1 step (6.1 ms) is the floor: 16 GB of weights at
+# ~4.8 TB/s (3.4 ms) plus what one graph replay of a small batch costs beyond. The attention over the
+# cache (0.65 ps a byte, ~1.5 TB/s) is what longctx-64 (1,800-token prompts: 62 GB of cache a step)
+# needs to reach its measured 178 ms p50 iteration (without it: 144 ms); a Reuse row is the rest of
+# the 16-to-64 slope (23.7 us). A GPU run's recorded iterations refit all of it (benchmarks.fit_device).
 H200_LLADA_8B = DeviceModel("h200-llada-8b", CostModel(floor=18.0e-3, intercept=1.8e-3, per_token=2.1e-5,
-                                                       reuse_per_token=2.8e-5, bandwidth=4.0e12, graph_floor=5.8e-3,
-                                                       calibrated=True),
+                                                       reuse_per_token=2.37e-5, kv_per_byte=0.65e-12,
+                                                       bandwidth=4.0e12, graph_floor=5.8e-3, calibrated=True),
                             graph_max_seqs=128, kv_bytes_per_position=32 * 2 * 32 * 128 * 2,
                             weight_bytes=16 * 10**9, pool_positions=200_000)
 DEVICES = {d.name: d for d in (H200_LLADA_8B,)}
