@@ -112,6 +112,9 @@ PROFILES: dict[str, dict] = {
         "variants": [SCHEDULER_VARIANTS[0], SCHEDULER_VARIANTS[1],
                      {"name": "sparse-0.5", "sampling": {"sparse_retention": 0.5}},
                      SCHEDULER_VARIANTS[2],
+                     # The pacing's slack: 0.5 is better on the H200 model at saturation (TTFD p95 -40%,
+                     # ITL p99 +2%), worse on the CPU at moderate load (poisson@32 p95 +36%).
+                     {"name": "phase-spread-0.5", "engine": {"scheduler": "phase", "refresh_spread": 0.5}},
                      {"name": "budget-4k", "engine": {"max_num_batched_tokens": 4096}},
                      {"name": "no-cache", "sampling": {"cache": "none"}},
                      {"name": "refresh-8", "sampling": {"refresh_interval": 8}}],
@@ -129,15 +132,16 @@ PROFILES: dict[str, dict] = {
             {"workload": {"name": "longout", "arrival": "poisson", "rate": 0.5, "n": 24,
                           "classes": [{"prompt": [64, 256], "gen": [512, 1024]}]}, "variants": SCHEDULERS},
             {"workload": {"name": "burst-64", "arrival": "burst", "n": 64,
-                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]}, "variants": SCHEDULERS},
+                          "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
+             "variants": [*SCHEDULERS, "phase-spread-0.5"]},
             {"workload": {"name": "mixed", "arrival": "poisson", "rate": 1.0, "n": 48,
                           "classes": GPU_MIX},
              "variants": ["fcfs", "phase", "static", "budget-4k"]},
-            # The same mix just below static's saturation (between 2.5 and 3 requests/s on the H200
-            # model of benchmarks.schedule_sim): where issue 14's latency goals are set.
-            {"workload": {"name": "mixed-sat", "arrival": "poisson", "rate": 2.5, "n": 150,
+            # The same mix just below static's saturation (between 2.25 and 2.5 requests/s on the H200
+            # model of benchmarks.schedule_sim, with its attention-over-cache term): issue 14's latency goals.
+            {"workload": {"name": "mixed-sat", "arrival": "poisson", "rate": 2.25, "n": 150,
                           "classes": GPU_MIX},
-             "variants": SCHEDULERS},
+             "variants": [*SCHEDULERS, "phase-spread-0.5"]},
             {"workload": {"name": "poisson", "arrival": "poisson", "n": 32,
                           "classes": [{"prompt": [256, 256], "gen": [256, 256]}]},
              "rates": [0.5, 1.0, 2.0, 4.0], "variants": SCHEDULERS},

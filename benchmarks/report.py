@@ -78,7 +78,9 @@ def markdown_table(doc: dict) -> str:
                 d = r["summary"]["by_kind"].get(k, {}).get("latency_s", {})
                 cells.append(f"{_ms(d.get('p50'))} / {_ms(d.get('p95'))}")
             lines.append(f"| {r['workload']} | {r['variant']} | " + " | ".join(cells) + " |")
-    sched = [r for r in doc["results"] if r["variant"] in SCHEDULERS and r.get("engine", {}).get("iteration_ms")]
+    # The policies and their tunings (named `<policy>-...`, e.g. phase-spread-0.5).
+    sched = [r for r in doc["results"] if r["variant"].split("-")[0] in SCHEDULERS
+             and r.get("engine", {}).get("iteration_ms")]
     if sched:
         lines += ["", "Schedulers: inter-delta latency p99 (ITL, what a streaming client waits between updates), "
                   "iteration times (ms) and their spread (max / median), the cost model's median "
