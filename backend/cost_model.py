@@ -211,6 +211,7 @@ def fit(records: Sequence, start: CostModel, rounds: int = 30) -> CostModel:
     and compute: least squares), until no record changes piece. With no CUDA graphs the floor is also
     the memory piece's weight read. Pieces no record falls on keep `start`'s values; the round that
     predicts `records` best (mean relative error) is returned."""
+    records = [r for r in records if r.seconds > 0]  # errors are relative to the time
     c, assigned = start, None
     best, best_error = start, mean_error(start, records)
     for _ in range(rounds):

@@ -106,6 +106,7 @@ def test_refine_only_takes_a_better_fit():
     assert median_error(better, records) < median_error(off, records)
     assert better.reuse_per_token == pytest.approx(true.reuse_per_token, rel=1e-6)
     assert refine(off, records[:7]) is off  # too few to fit
+    assert refine(off, [dataclasses.replace(r, seconds=0.0) for r in records[:20]]) is off  # nothing timed
     # A steady batch (one size of pure Reuse steps) places no intercept: the Reuse rate is fitted through
     # the current one.
     seconds = true.predict(reuse=512, graphed=True)
