@@ -249,6 +249,7 @@ class Refitter:
         self.window: deque[IterationRecord] = deque(maxlen=REFINE_WINDOW)
         self.iterations = 0
         self.refits = 0
+        self.anchor: CostModel | None = None  # the model as calibrated at start
 
     def observe(self, cost: CostModel, record: IterationRecord) -> CostModel:
         """`cost`, or its refit once this record makes one due and the refit predicts better."""
@@ -256,15 +257,23 @@ class Refitter:
         self.iterations += 1
         if not cost.calibrated or not refine_due(self.iterations):
             return cost
-        refined = refine(cost, self.window)
+        self.anchor = self.anchor or cost
+        refined = refine(cost, self.window, self.anchor)
         self.refits += refined is not cost
         return refined
 
 
-def refine(current: CostModel, records: Sequence) -> CostModel:
+# A Refresh token's rate is what the start-up calibration times directly (a forward of fresh tokens);
+# a refit that strays further than this from it has fitted a window that cannot place it.
+RATE_LEEWAY = 4.0
+
+
+def refine(current: CostModel, records: Sequence, anchor: CostModel | None = None) -> CostModel:
     """`current` refitted to recently measured iterations, if that predicts them better on average
-    (else `current`)."""
+    and keeps the Refresh rate within `RATE_LEEWAY` of `anchor`'s (else `current`)."""
     if len(records) < 8:
         return current
     candidate = fit(records, current)
+    if anchor is not None and not 1 / RATE_LEEWAY <= candidate.per_token / anchor.per_token <= RATE_LEEWAY:
+        return current
     return candidate if mean_error(candidate, records) < mean_error(current, records) else current

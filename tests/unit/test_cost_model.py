@@ -106,6 +106,9 @@ def test_refine_only_takes_a_better_fit():
     assert median_error(better, records) < median_error(off, records)
     assert better.reuse_per_token == pytest.approx(true.reuse_per_token, rel=1e-6)
     assert refine(off, records[:7]) is off  # too few to fit
+    # A refit whose Refresh rate strays more than 2x from the timed forwards' is not taken.
+    assert refine(off, records, anchor=dataclasses.replace(true, per_token=5 * true.per_token)) is off
+    assert refine(off, records, anchor=dataclasses.replace(true, per_token=1.5 * true.per_token)) is not off
     assert refine(off, [dataclasses.replace(r, seconds=0.0) for r in records[:20]]) is off  # nothing timed
     # A steady batch (one size of pure Reuse steps) places no intercept: the Reuse rate is fitted through
     # the current one.
@@ -118,14 +121,16 @@ def test_refine_only_takes_a_better_fit():
 
 
 def test_engine_refines_a_calibrated_cost_model_and_keeps_a_fixed_one():
-    """The engine refits a calibrated model from the iterations it measures (here one that starts 1,000x
-    off, so any honest fit is better), the scheduler sees the refit; a fixed model is never touched."""
+    """The engine refits a calibrated model from the iterations it measures (here its own calibration
+    with a floor 1,000x off, so any honest fit is better), the scheduler sees the refit; a fixed model
+    is never touched."""
     model = random_model("tiny-llada", dtype=torch.float32, seed=2)
     prompts = [[3 + i, 5, 7, 11] for i in range(3)]
     params = SamplingParams(max_tokens=72, block_length=8, ignore_eos=True)
 
-    engine = Engine(model, EngineConfig(cost_model="fixed", max_num_seqs=4))
-    start = engine.cost = engine.scheduler.cost = dataclasses.replace(CostModel(per_token=1.0), calibrated=True)
+    engine = Engine(model, EngineConfig(cost_model="calibrate", max_num_seqs=4))
+    assert engine.cost.calibrated
+    start = engine.cost = engine.scheduler.cost = dataclasses.replace(engine.cost, floor=1.0)
     engine.generate(prompts, params)
     log = list(engine.iteration_log)
     assert len(log) >= 64 and engine.refitter.refits >= 1
