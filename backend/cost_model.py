@@ -108,6 +108,7 @@ class IterationRecord:
     requests: int
     kv_bytes: int = 0  # cached K/V the Reuse rows read
     graphed: bool = False  # replayed from a captured CUDA graph
+    host_seconds: float = 0.0  # the rest of the engine's step: scheduling, commits, stop checks, outputs
 
 
 FLOOR, MEMORY, COMPUTE = 0, 1, 2

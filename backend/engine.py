@@ -158,6 +158,7 @@ class Engine:
         """One iteration: schedule, run, commit. Nothing a request carries escapes it: a failure in the
         batched forward is narrowed down to the request(s) that cause it, and a failure in one request's
         commit, stop check or streaming fails that request alone (with an internal error)."""
+        begin = time.perf_counter()
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
         if not batch:
@@ -165,7 +166,8 @@ class Engine:
         start = time.perf_counter()
         self.stats["iterations"] += 1
         done = self._run_isolated(batch, outputs)
-        self._record_iteration(batch, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        record = self._record_iteration(batch, seconds)
         for (r, phase), res in done:
             try:
                 out = self._apply(r, phase, res)
@@ -174,6 +176,7 @@ class Engine:
                 continue
             if out is not None:
                 outputs.append(out)
+        record.host_seconds = time.perf_counter() - begin - seconds
         return outputs
 
     def _run_isolated(self, batch: list[tuple[Request, Phase]], outputs: list[RequestOutput]) -> list:
@@ -194,8 +197,9 @@ class Engine:
                 outputs.append(self._fail(entry[0], "forward", e))
         return done
 
-    def _record_iteration(self, batch: list[tuple[Request, Phase]], seconds: float) -> None:
-        """What the iteration computed, how long it took and what the cost model predicted."""
+    def _record_iteration(self, batch: list[tuple[Request, Phase]], seconds: float) -> IterationRecord:
+        """What the iteration computed, how long it took and what the cost model predicted (before the
+        commits change the requests)."""
         refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
         reuse = [r for r, ph in batch if ph != Phase.REFRESH]
         tokens = refresh + sum(r.reuse_cost for r in reuse)
@@ -209,6 +213,7 @@ class Engine:
             self.cost = self.scheduler.cost = refined
             (log.info if self.refitter.refits == 1 else log.debug)(
                 "cost model refitted from %d measured iterations: %s", len(self.refitter.window), refined.to_dict())
+        return record
 
     def _apply(self, r: Request, phase: Phase, res) -> RequestOutput | None:
         r.forwards += 1

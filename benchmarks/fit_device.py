@@ -42,8 +42,9 @@ from benchmarks.schedule_sim import DEVICES, H200_LLADA_8B, DeviceModel
 
 def from_columns(cols: dict) -> list[IterationRecord]:
     """Records from a benchmark result's `iterations` (benchmarks.metrics.iteration_columns)."""
-    return [IterationRecord(**dict(zip(ITERATION_FIELDS, row, strict=True)))
-            for row in zip(*(cols[f] for f in ITERATION_FIELDS), strict=True)]
+    fields = [f for f in ITERATION_FIELDS if f in cols]  # older files lack the newer fields
+    return [IterationRecord(**dict(zip(fields, row, strict=True))) for row in zip(*(cols[f] for f in fields),
+                                                                                  strict=True)]
 
 
 def load_results(path: str, variants: list[str] | None = None,
@@ -97,6 +98,21 @@ def initial(records: list[IterationRecord], like: CostModel) -> CostModel:
     return fit_compute(start, larger)
 
 
+def fit_host(records: list[IterationRecord], like: DeviceModel) -> DeviceModel:
+    """Host work per iteration as `host_base + host_per_request x requests` (least squares; `like`'s
+    values where the records carry no host times or no spread of batch sizes)."""
+    timed = [r for r in records if r.host_seconds > 0]
+    if len(timed) < 3 or len({r.requests for r in timed}) < 2:
+        return like
+    n = len(timed)
+    mean_q = sum(r.requests for r in timed) / n
+    mean_h = sum(r.host_seconds for r in timed) / n
+    slope = (sum((r.requests - mean_q) * (r.host_seconds - mean_h) for r in timed)
+             / sum((r.requests - mean_q) ** 2 for r in timed))
+    slope = max(slope, 0.0)
+    return replace(like, host_base=max(mean_h - slope * mean_q, 0.0), host_per_request=slope)
+
+
 def fit_device(records: list[IterationRecord], base: DeviceModel = H200_LLADA_8B, name: str | None = None
                ) -> tuple[DeviceModel, dict]:
     """The device model that best predicts `records`, and a report: its errors next to those of the
@@ -113,7 +129,7 @@ def fit_device(records: list[IterationRecord], base: DeviceModel = H200_LLADA_8B
               "per_piece": {"eager_floor": counts[FLOOR], "memory": counts[MEMORY], "compute": counts[COMPUTE]},
               "fit_error_pct": _errors_pct(relative_errors(cost, records)),
               "engine_cost_model_error_pct": _errors_pct(engine)}
-    return replace(base, name=name or f"fitted-{base.name}", cost=cost), report
+    return fit_host(records, replace(base, name=name or f"fitted-{base.name}", cost=cost)), report
 
 
 def describe(d: DeviceModel, base: DeviceModel, report: dict) -> str:
@@ -128,8 +144,12 @@ def describe(d: DeviceModel, base: DeviceModel, report: dict) -> str:
     def fmt(x):
         return "-" if x is None else f"{x:.4g}"
 
+    def host_rows(dev: DeviceModel) -> list[tuple[str, float]]:
+        return [("host per iteration (ms)", dev.host_base * 1e3), ("host per request (us)", dev.host_per_request * 1e6)]
+
     lines = [f"| parameter | {d.name} | {base.name} |", "|---|---|---|"]
-    lines += [f"| {n} | {fmt(v)} | {fmt(b)} |" for (n, v), (_, b) in zip(rows(d.cost), rows(base.cost), strict=True)]
+    lines += [f"| {n} | {fmt(v)} | {fmt(b)} |" for (n, v), (_, b) in
+              zip(rows(d.cost) + host_rows(d), rows(base.cost) + host_rows(base), strict=True)]
     e, c = report["fit_error_pct"], report["engine_cost_model_error_pct"]
     lines.append(f"\n{report['iterations']} iterations, per piece {report['per_piece']}; relative error "
                  f"median / p95: fitted {e['median']} / {e['p95']} %, the engine's cost model as it ran "

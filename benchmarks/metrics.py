@@ -127,7 +127,8 @@ def iteration_stats(log) -> dict:
             "refresh_tokens_per_iteration_max": max(it.refresh_tokens for it in log)}
 
 
-ITERATION_FIELDS = ("seconds", "predicted", "refresh_tokens", "reuse_tokens", "requests", "kv_bytes", "graphed")
+ITERATION_FIELDS = ("seconds", "predicted", "refresh_tokens", "reuse_tokens", "requests", "kv_bytes", "graphed",
+                    "host_seconds")
 
 
 def iteration_columns(log) -> dict:
@@ -136,5 +137,6 @@ def iteration_columns(log) -> dict:
     cols = {f: [getattr(it, f) for it in log] for f in ITERATION_FIELDS}
     cols["seconds"] = [round(x, 7) for x in cols["seconds"]]
     cols["predicted"] = [round(x, 7) for x in cols["predicted"]]
+    cols["host_seconds"] = [round(x, 7) for x in cols["host_seconds"]]
     cols["graphed"] = [int(x) for x in cols["graphed"]]
     return cols

@@ -43,6 +43,13 @@ class DeviceModel:
     kv_bytes_per_position: int
     weight_bytes: int
     pool_positions: int  # K/V positions the pool holds after weights and activations
+    # The engine's host work around the forward (scheduling, commits, outputs): not GPU time, but
+    # every iteration waits for it.
+    host_base: float = 0.0
+    host_per_request: float = 0.0
+
+    def host(self, requests: int) -> float:
+        return self.host_base + self.host_per_request * requests
 
     def graphed(self, refresh: int, reuse_requests: int) -> bool:
         """Whether the engine replays a captured graph for this iteration (pure Reuse, a captured size)."""
@@ -70,12 +77,14 @@ class DeviceModel:
 # ~4.8 TB/s (3.4 ms) plus what one graph replay of a small batch costs beyond. The attention over the
 # cache (0.65 ps a byte, ~1.5 TB/s) is what longctx-64 (1,800-token prompts: 62 GB of cache a step)
 # needs to reach its measured 178 ms p50 iteration (without it: 144 ms); a Reuse row is the rest of
-# the 16-to-64 slope (23.7 us). A GPU run's recorded iterations refit all of it (benchmarks.fit_device).
+# the 16-to-64 slope (23.7 us). Host work: the bursts of 64 kept the model busy 96.3-97.8% of their
+# wall time, 28-49 us per request per iteration outside the forward (40 here). A GPU run's recorded
+# iterations refit all of it (benchmarks.fit_device).
 H200_LLADA_8B = DeviceModel("h200-llada-8b", CostModel(floor=18.0e-3, intercept=1.8e-3, per_token=2.1e-5,
                                                        reuse_per_token=2.37e-5, kv_per_byte=0.65e-12,
                                                        bandwidth=4.0e12, graph_floor=5.8e-3, calibrated=True),
                             graph_max_seqs=128, kv_bytes_per_position=32 * 2 * 32 * 128 * 2,
-                            weight_bytes=16 * 10**9, pool_positions=200_000)
+                            weight_bytes=16 * 10**9, pool_positions=200_000, host_per_request=40e-6)
 DEVICES = {d.name: d for d in (H200_LLADA_8B,)}
 
 
@@ -140,9 +149,10 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
         seconds = device.iteration(refresh, reuse_tokens, kv, len(reuse))
         graphed = device.graphed(refresh, len(reuse))
         predicted = cost.predict(refresh, reuse_tokens, kv, graphed)
-        iters.append(IterationRecord(seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed))
+        host = device.host(len(batch))
+        iters.append(IterationRecord(seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed, host))
         cost = s.cost = refitter.observe(cost, iters[-1])  # as the engine refits its cost model
-        now += seconds
+        now += seconds + host
         finished = advance(s, batch)
         for r, _ in batch:  # tokens commit left to right: every step streams a delta
             by_id[r.request_id].delta(now)

@@ -108,6 +108,7 @@ def test_engine_benchmark_writes_json_table_and_plots(tmp_path):
         assert set(r["iterations"]) == set(ITERATION_FIELDS)
         assert {len(col) for col in r["iterations"].values()} == {r["engine"]["iterations"]}
     assert any(kv > 0 for r in doc["results"] for kv in r["iterations"]["kv_bytes"])
+    assert all(h > 0 for r in doc["results"] for h in r["iterations"]["host_seconds"])  # commits take time
     assert fit_device.main([str(path), "--variants", "fcfs", "--out", str(tmp_path / "device.json")]) == 0
     fitted = json.loads((tmp_path / "device.json").read_text())["report"]
     assert fitted["iterations"] == sum(r["engine"]["iterations"] for r in doc["results"] if r["variant"] == "fcfs")

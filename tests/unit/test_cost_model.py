@@ -87,6 +87,7 @@ def test_fit_recovers_the_device_model_from_its_iterations(device):
     for field in ("floor", "graph_floor", "intercept", "per_token", "reuse_per_token", "bandwidth"):
         assert getattr(got, field) == pytest.approx(getattr(true, field), rel=1e-6), field
     assert got.kv_per_byte == pytest.approx(true.kv_per_byte, abs=1e-18)
+    assert fitted.host_per_request == pytest.approx(device.host_per_request) and fitted.host_base < 1e-12
     assert report["fit_error_pct"]["p95"] < 1e-6 and all(report["per_piece"].values())
 
     noise = random.Random(0)
