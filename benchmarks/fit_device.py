@@ -13,8 +13,9 @@ policies on the measured device:
     python -m benchmarks.schedule_sim --device /tmp/h200.json --workloads burst-64 --cost exact
 
 The fit is `backend.cost_model.fit` (the engine refits its own cost model the same way) on every
-recorded iteration, from `--base`'s values; the shape fields (graph sizes, K/V bytes per position,
-pool) come from `--base` too.
+recorded iteration, from a start the data give; the host work around the forward is fitted as a base
+plus a cost per request; the shape fields (graph sizes, K/V bytes per position, pool) come from
+`--base`.
 """
 
 from __future__ import annotations
