@@ -36,6 +36,8 @@ COUNTERS = {
     "reuse_tokens": ("dllm:reuse_tokens_total", "Tokens computed by Reuse steps (blocks attending to cached K/V)"),
     "predicted_seconds": ("dllm:iteration_predicted_seconds_total",
                           "Predicted iteration time, summed (compare with dllm:iteration_seconds_sum)"),
+    "host_seconds": ("dllm:iteration_host_seconds_total",
+                     "Engine time around the forwards (scheduling, commits, stop checks, outputs), summed"),
 }
 HISTOGRAMS = {
     "first_delta": ("dllm:time_to_first_token_seconds", "Time from arrival to the first committed text",
@@ -73,7 +75,7 @@ class ServingMetrics:
             self._families[key] = family(name=name, description=doc, kind=family.GAUGE)
         self._counters = {key: self._families[key].Metric(labels=self._labels)
                           for key in ("prompt_tokens", "generation_tokens", "refresh_tokens", "reuse_tokens",
-                                      "predicted_seconds")}
+                                      "predicted_seconds", "host_seconds")}
         self._hist = {key: self._families[key].Metric(labels=self._labels, buckets=buckets)
                       for key, (_, _, buckets) in HISTOGRAMS.items()}
         self._gauges = {key: self._families[key].Metric(labels=self._labels) for key in GAUGES}
@@ -124,6 +126,7 @@ class ServingMetrics:
             self._counters["refresh_tokens"].increment(sum(it.refresh_tokens for it in iterations))
             self._counters["reuse_tokens"].increment(sum(it.reuse_tokens for it in iterations))
             self._counters["predicted_seconds"].increment(sum(it.predicted for it in iterations))
+            self._counters["host_seconds"].increment(sum(it.host_seconds for it in iterations))
 
     def set_engine_stats(self, stats: dict) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ def test_dllm_metrics_after_traffic(server):
     assert grew("dllm:refresh_tokens_total", **labels) >= len("12+34=") + 16
     assert grew("dllm:reuse_tokens_total", **labels) > 0
     assert grew("dllm:iteration_predicted_seconds_total", **labels) > 0
+    assert grew("dllm:iteration_host_seconds_total", **labels) > 0
     assert metric(m, "dllm:kv_pages_total", **labels) > 0
     assert metric(m, "dllm:kv_pages_used", **labels) == 0
     assert metric(m, "dllm:num_requests_running", **labels) == metric(m, "dllm:num_requests_waiting", **labels) == 0

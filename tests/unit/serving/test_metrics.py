@@ -19,7 +19,7 @@ def test_each_instance_and_process_has_its_own_series():
     for family in MetricFamily.every:
         for metric in family.metrics:
             series.setdefault((family.name, tuple(sorted(metric.labels.items()))), []).append(metric)
-    assert len(series) == 3 * 15  # 15 each: 6 counters (one finish reason), 5 histograms, 4 gauges
+    assert len(series) == 3 * 16  # 16 each: 7 counters (one finish reason), 5 histograms, 4 gauges
     assert all(len(owners) == 1 for owners in series.values())  # no two owners share a series
     gauge = next(f for f in MetricFamily.every if f.name == "dllm:kv_pages_used").metrics[0]
     assert gauge.labels == {"model": "dllm", "version": "1", "instance": "dllm_0", "pid": "100"}
@@ -62,10 +62,12 @@ def test_iterations_feed_the_histogram_and_token_counters():
 
     MetricFamily.created.clear()
     m = ServingMetrics(pb, "dllm", "1", "dllm_0")
-    m.observe_iterations([IterationRecord(0.02, 0.025, 512, 0, 1), IterationRecord(0.006, 0.005, 0, 64, 2)])
+    m.observe_iterations([IterationRecord(0.02, 0.025, 512, 0, 1, host_seconds=0.001),
+                          IterationRecord(0.006, 0.005, 0, 64, 2, host_seconds=0.0005)])
     m.observe_iterations([])
     fam = MetricFamily.created
     assert fam["dllm:iteration_seconds"].metrics[0].observed == [0.02, 0.006]
     assert fam["dllm:refresh_tokens_total"].metrics[0].value == 512
     assert fam["dllm:reuse_tokens_total"].metrics[0].value == 64
     assert abs(fam["dllm:iteration_predicted_seconds_total"].metrics[0].value - 0.03) < 1e-12
+    assert abs(fam["dllm:iteration_host_seconds_total"].metrics[0].value - 0.0015) < 1e-12
