@@ -13,7 +13,8 @@ import torch
 
 from backend import fused_layers
 from backend.config import PRESETS
-from backend.cost_model import CostModel, IterationRecord, Refitter, calibrate, calibration_sizes
+from backend.cost_model import CostModel, calibrate, calibration_sizes
+from backend.cost_refit import IterationRecord, Refitter
 from backend.denoise import select_commits
 from backend.engine_config import EngineConfig, MiB
 from backend.kv_pool import KVPool

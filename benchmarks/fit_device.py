@@ -12,7 +12,7 @@ policies on the measured device:
     python -m benchmarks.fit_device results/<date>-h200-gpu.json --out /tmp/h200.json
     python -m benchmarks.schedule_sim --device /tmp/h200.json --workloads burst-64 --cost exact
 
-The fit is `backend.cost_model.fit` (the engine refits its own cost model the same way) on every
+The fit is `backend.cost_refit.fit` (the engine refits its own cost model the same way) on every
 recorded iteration, from a start the data give; the host work around the forward is fitted as a base
 plus a cost per request; the shape fields (graph sizes, K/V bytes per position, pool) come from
 `--base`.
@@ -25,11 +25,11 @@ import json
 import statistics
 from dataclasses import asdict, replace
 
-from backend.cost_model import (
+from backend.cost_model import CostModel
+from backend.cost_refit import (
     COMPUTE,
     FLOOR,
     MEMORY,
-    CostModel,
     IterationRecord,
     fit,
     fit_compute,

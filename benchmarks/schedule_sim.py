@@ -20,7 +20,8 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 
-from backend.cost_model import CostModel, IterationRecord, Refitter, calibrate, calibration_sizes
+from backend.cost_model import CostModel, calibrate, calibration_sizes
+from backend.cost_refit import IterationRecord, Refitter
 from backend.page_allocator import PageAllocator
 from backend.sampling_params import SamplingParams
 from backend.scheduler import POLICIES, Batch, Scheduler, SchedulerConfig

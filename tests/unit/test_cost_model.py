@@ -11,7 +11,8 @@ import random
 import pytest
 import torch
 
-from backend.cost_model import CostModel, IterationRecord, median_error, refine, refine_due
+from backend.cost_model import CostModel
+from backend.cost_refit import IterationRecord, median_error, refine, refine_due
 from backend.engine import Engine
 from backend.engine_config import EngineConfig
 from backend.models import random_model
