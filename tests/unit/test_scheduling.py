@@ -165,3 +165,19 @@ def test_an_older_request_takes_pages_back_from_the_newest():
     assert ("old", Phase.REFRESH) in [(r.request_id, ph) for r, ph in batch]
     assert [r.request_id for r in s.waiting] == ["new"]  # the newest was preempted, not "mid"
     assert alloc.num_used == 4 and new.num_preemptions == 1
+
+
+def test_reuse_cost_is_the_rows_a_reuse_step_computes():
+    """`reuse_cost` (kept arithmetic: it is asked many times per iteration) is the size of
+    `computed_range` for any block, block length and logit shift."""
+    rng = random.Random(4)
+    for _ in range(500):
+        block = rng.choice([4, 8, 16, 32])
+        r = Request("x", [1] * rng.randrange(1, 50), SamplingParams(max_tokens=block * rng.randrange(1, 5),
+                                                                    block_length=block, ignore_eos=True),
+                    mask_token_id=0)
+        r.logit_shift = rng.choice([0, 1])
+        for b in range(r.params.max_tokens // block):
+            r.block = b
+            lo, hi = r.computed_range
+            assert r.reuse_cost == hi - lo
