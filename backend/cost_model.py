@@ -45,8 +45,12 @@ class CostModel:
 
     def predict(self, refresh: int = 0, reuse: int = 0, kv_bytes: int = 0, graphed: bool = False) -> float:
         """Seconds for an iteration of `refresh` Refresh tokens and `reuse` Reuse rows reading `kv_bytes`."""
-        t = max(self.memory(kv_bytes), self.compute(refresh, reuse, kv_bytes))
-        return t if graphed and self.graph_floor is not None else max(t, self.floor)
+        return max(self.pieces(refresh, reuse, kv_bytes, graphed))
+
+    def pieces(self, refresh: int, reuse: int, kv_bytes: int, graphed: bool) -> tuple[float, float, float]:
+        """The floor (launches: only an eager step pays it), memory and compute pieces; the time is the largest."""
+        eager = not (graphed and self.graph_floor is not None)
+        return (self.floor if eager else float("-inf"), self.memory(kv_bytes), self.compute(refresh, reuse, kv_bytes))
 
     def memory(self, kv_bytes: int) -> float:
         """The bandwidth-bound piece: the weight read and the cached K/V."""
@@ -54,8 +58,11 @@ class CostModel:
 
     def compute(self, refresh: int, reuse: int, kv_bytes: int) -> float:
         """The compute-bound piece: every token through the model, and the attention over the cache."""
-        rate = self.per_token if self.reuse_per_token is None else self.reuse_per_token
-        return self.intercept + refresh * self.per_token + reuse * rate + kv_bytes * self.kv_per_byte
+        return self.intercept + refresh * self.per_token + reuse * self.reuse_rate + kv_bytes * self.kv_per_byte
+
+    @property
+    def reuse_rate(self) -> float:
+        return self.per_token if self.reuse_per_token is None else self.reuse_per_token
 
     @property
     def knee_tokens(self) -> int:

@@ -33,11 +33,10 @@ class IterationRecord:
 FLOOR, MEMORY, COMPUTE = 0, 1, 2
 
 
-def pieces(c: CostModel, r) -> tuple[float, float, float]:
-    """The floor, memory and compute pieces' predictions for one record (the floor only binds eager steps)."""
-    eager = not (r.graphed and c.graph_floor is not None)
-    return (c.floor if eager else float("-inf"), c.memory(r.kv_bytes),
-            c.compute(r.refresh_tokens, r.reuse_tokens, r.kv_bytes))
+def piece_of(c: CostModel, r) -> int:
+    """FLOOR, MEMORY or COMPUTE: the piece of `c` that sets the predicted time of record `r`."""
+    p = c.pieces(r.refresh_tokens, r.reuse_tokens, r.kv_bytes, r.graphed)
+    return max(range(3), key=p.__getitem__)
 
 
 def relative_errors(c: CostModel, records: Sequence) -> list[float]:
@@ -135,7 +134,7 @@ def fit(records: Sequence, start: CostModel, rounds: int = 30) -> CostModel:
     c, assigned = start, None
     best, best_error = start, mean_error(start, records)
     for _ in range(rounds):
-        new = [max(range(3), key=p.__getitem__) for p in (pieces(c, r) for r in records)]
+        new = [piece_of(c, r) for r in records]
         if new == assigned:
             break
         assigned = new

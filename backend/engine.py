@@ -203,11 +203,11 @@ class Engine:
         commits change the requests)."""
         refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
         reuse = [r for r, ph in batch if ph != Phase.REFRESH]
-        tokens = refresh + sum(r.reuse_cost for r in reuse)
+        reuse_tokens = sum(r.reuse_cost for r in reuse)
         kv = sum(self.scheduler.kv_bytes_read(r) for r in reuse)
         graphed = self.runner.last_graphed
-        predicted = self.cost.predict(refresh, tokens - refresh, kv, graphed)
-        record = IterationRecord(seconds, predicted, refresh, tokens - refresh, len(batch), kv, graphed)
+        predicted = self.cost.predict(refresh, reuse_tokens, kv, graphed)
+        record = IterationRecord(seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed)
         self.iteration_log.append(record)
         refined = self.refitter.observe(self.cost, record)
         if refined is not self.cost:

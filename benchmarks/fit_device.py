@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from dataclasses import asdict, replace
 
 from backend.cost_model import CostModel
@@ -34,10 +33,10 @@ from backend.cost_refit import (
     fit,
     fit_compute,
     median_error,
-    pieces,
+    piece_of,
     relative_errors,
 )
-from benchmarks.metrics import ITERATION_FIELDS
+from benchmarks.metrics import ITERATION_FIELDS, percentile
 from benchmarks.schedule_sim import DEVICES, H200_LLADA_8B, DeviceModel
 
 
@@ -76,14 +75,7 @@ def holdout_errors(by_workload: dict[str, list[IterationRecord]], base: DeviceMo
 
 
 def _errors_pct(errors: list[float]) -> dict:
-    errors = sorted(errors)
-    return {"median": round(100 * statistics.median(errors), 2),
-            "p95": round(100 * errors[int(0.95 * (len(errors) - 1))], 2)}
-
-
-def _percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[int(q * (len(xs) - 1))]
+    return {"median": round(100 * percentile(errors, 50), 2), "p95": round(100 * percentile(errors, 95), 2)}
 
 
 def initial(records: list[IterationRecord], like: CostModel) -> CostModel:
@@ -92,8 +84,8 @@ def initial(records: list[IterationRecord], like: CostModel) -> CostModel:
     eager floor is both), the compute line through the larger half of the iterations."""
     eager = [r.seconds for r in records if not r.graphed]
     graphed = [r.seconds for r in records if r.graphed]
-    floor = _percentile(eager, 0.05) if eager else like.floor
-    start = replace(like, floor=floor, graph_floor=_percentile(graphed, 0.05) if graphed else None)
+    floor = percentile(eager, 5) if eager else like.floor
+    start = replace(like, floor=floor, graph_floor=percentile(graphed, 5) if graphed else None)
     tokens = sorted(r.refresh_tokens + r.reuse_tokens for r in records)
     larger = [r for r in records if r.refresh_tokens + r.reuse_tokens >= tokens[len(tokens) // 2]]
     return fit_compute(start, larger)
@@ -123,8 +115,7 @@ def fit_device(records: list[IterationRecord], base: DeviceModel = H200_LLADA_8B
     cost = fit(records, initial(records, base.cost))
     counts = [0, 0, 0]
     for r in records:
-        p = pieces(cost, r)
-        counts[max(range(3), key=p.__getitem__)] += 1
+        counts[piece_of(cost, r)] += 1
     engine = [abs(r.predicted - r.seconds) / r.seconds for r in records if r.seconds > 0]
     report = {"iterations": len(records),
               "per_piece": {"eager_floor": counts[FLOOR], "memory": counts[MEMORY], "compute": counts[COMPUTE]},
@@ -135,11 +126,11 @@ def fit_device(records: list[IterationRecord], base: DeviceModel = H200_LLADA_8B
 
 def describe(d: DeviceModel, base: DeviceModel, report: dict) -> str:
     def rows(c: CostModel) -> list[tuple[str, float | None]]:
-        reuse = c.per_token if c.reuse_per_token is None else c.reuse_per_token
         return [("eager floor (ms)", c.floor * 1e3), ("graph floor: weight read (ms)",
                                                       None if c.graph_floor is None else c.graph_floor * 1e3),
                 ("intercept (ms)", c.intercept * 1e3), ("Refresh token (us)", c.per_token * 1e6),
-                ("Reuse row (us)", reuse * 1e6), ("attention over the cache (us per MiB)", c.kv_per_byte * 2**20 * 1e6),
+                ("Reuse row (us)", c.reuse_rate * 1e6),
+                ("attention over the cache (us per MiB)", c.kv_per_byte * 2**20 * 1e6),
                 ("K/V bandwidth, memory-bound (GB/s)", c.bandwidth / 1e9)]
 
     def fmt(x):
