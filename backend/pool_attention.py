@@ -14,7 +14,13 @@ import torch
 from backend.kv_pool import KVPool
 from backend.models import AttentionContext, PackedBatch, varlen_attention
 from backend.sparse_attention import select, store_selected
-from kernels.paged_attention import block_m_for, kernel_available, paged_attention, paged_attention_reference
+from kernels.paged_attention import (
+    block_m_for,
+    kernel_available,
+    paged_attention,
+    paged_attention_reference,
+    reference_plan,
+)
 
 
 class PoolAttention(AttentionContext):
@@ -30,6 +36,7 @@ class PoolAttention(AttentionContext):
         self.use_kernel = use_kernel
         self.sparse_groups = sparse_groups or []  # SparseGroup: Refresh requests that keep a subset
         self.sparse_positions = sparse_positions  # [layers, requests, heads, keep] what they kept, per layer
+        self._plan = None  # the reference path's cache reads: the same for every layer of the step
 
     def attend(self, layer, q, k, v, batch: PackedBatch):
         if self.store_src is not None:
@@ -59,4 +66,7 @@ class PoolAttention(AttentionContext):
         if self.use_kernel and kernel_available(q.device, q.dtype):
             return paged_attention(*args, max_q_rows=self.max_reuse_rows, out=out,
                                    block_m=block_m_for(self.max_reuse_rows))
-        return paged_attention_reference(*args, out=out)
+        if self._plan is None:
+            self._plan = reference_plan(self.reuse_cu, self.reuse_table_row, pool.block_tables, pool.slot_counts,
+                                        pool.page_size, q.shape[1])
+        return paged_attention_reference(*args, out=out, plan=self._plan)

@@ -37,35 +37,46 @@ def cache_rows(block_tables: torch.Tensor, row: int, count: int, page_size: int)
     return block_tables[row][:, slots // page_size].long() * page_size + slots % page_size
 
 
-def paged_attention_reference(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
-                              sm_scale: float | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Per request: keys are its fresh rows followed by its cached slots, in slot order. Equal slot
-    counts over heads give one plain SDPA call (the dense engine's exact computation); differing
-    counts pad the shorter heads and mask the padding."""
-    hq, hkv = q.shape[1], k.shape[1]
-    out = torch.empty_like(q) if out is None else out
-    bounds = cu.tolist()
-    rows_of = table_row.tolist()
-    counts_of = slot_counts.tolist()
+def reference_plan(cu, table_row, block_tables, slot_counts, page_size: int, q_heads: int) -> list[tuple]:
+    """Per request of the batch, what `paged_attention_reference` reads besides its fresh rows:
+    (lo, hi, cache rows [Hkv, n] or None, key mask [1, Hq, 1, keys] or None). The same for every
+    layer of a step (slot tables are per request and head, not per layer): build it once per step."""
+    hkv = block_tables.shape[1]
+    bounds, rows_of, counts_of = cu.tolist(), table_row.tolist(), slot_counts.tolist()
+    plan = []
     for b, r in enumerate(rows_of):
         lo, hi = bounds[b], bounds[b + 1]
         if hi == lo:
             continue
         counts = counts_of[r] if r >= 0 else [0] * hkv
         n = max(counts)
-        ki, vi = k[lo:hi], v[lo:hi]
+        idx = mask = None
         if n:
             idx = cache_rows(block_tables, r, n, page_size)  # [Hkv, n]
-            if min(counts) != n:  # slots past a head's count are padding (masked below): any valid row
-                past = torch.arange(n, device=idx.device) >= torch.tensor(counts, device=idx.device)[:, None]
-                idx = idx.masked_fill(past, 0)
+        if min(counts) != n:  # slots past a head's count are padding: any valid row, masked out
+            keep = torch.arange(n, device=idx.device)[None, :] < torch.tensor(counts, device=idx.device)[:, None]
+            idx = idx.masked_fill(~keep, 0)
+            keep = torch.cat([keep.new_ones(hkv, hi - lo), keep], dim=1).repeat_interleave(q_heads // hkv, 0)
+            mask = keep[None, :, None, :]  # [1, Hq, 1, keys]
+        plan.append((lo, hi, idx, mask))
+    return plan
+
+
+def paged_attention_reference(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
+                              sm_scale: float | None = None, out: torch.Tensor | None = None,
+                              plan: list[tuple] | None = None) -> torch.Tensor:
+    """Per request: keys are its fresh rows followed by its cached slots, in slot order. Equal slot
+    counts over heads give one plain SDPA call (the dense engine's exact computation); differing
+    counts pad the shorter heads and mask the padding. `plan`: `reference_plan` of these arguments."""
+    hq, hkv = q.shape[1], k.shape[1]
+    out = torch.empty_like(q) if out is None else out
+    if plan is None:
+        plan = reference_plan(cu, table_row, block_tables, slot_counts, page_size, hq)
+    for lo, hi, idx, mask in plan:
+        ki, vi = k[lo:hi], v[lo:hi]
+        if idx is not None:
             ki = torch.cat([ki, k_cache[idx].transpose(0, 1)])
             vi = torch.cat([vi, v_cache[idx].transpose(0, 1)])
-        mask = None
-        if min(counts) != n:
-            keep = torch.arange(n, device=q.device)[None, :] < torch.tensor(counts, device=q.device)[:, None]
-            keep = torch.cat([keep.new_ones(hkv, hi - lo), keep], dim=1).repeat_interleave(hq // hkv, 0)
-            mask = keep[None, :, None, :]  # [1, Hq, 1, keys]
         oi = F.scaled_dot_product_attention(q[lo:hi].transpose(0, 1).unsqueeze(0), ki.transpose(0, 1).unsqueeze(0),
                                             vi.transpose(0, 1).unsqueeze(0), attn_mask=mask, scale=sm_scale,
                                             enable_gqa=hq != hkv)
