@@ -169,12 +169,13 @@ class Refitter:
         self.iterations = 0
         self.refits = 0
         self.anchor: CostModel | None = None  # the model as calibrated at start
+        self.enabled = True  # the engine turns refits off if one fails
 
     def observe(self, cost: CostModel, record: IterationRecord) -> CostModel:
         """`cost`, or its refit once this record makes one due and the refit predicts better."""
         self.window.append(record)
         self.iterations += 1
-        if not cost.calibrated or not refine_due(self.iterations):
+        if not (self.enabled and cost.calibrated and refine_due(self.iterations)):
             return cost
         self.anchor = self.anchor or cost
         refined = refine(cost, self.window, self.anchor)

@@ -143,3 +143,31 @@ def test_engine_refines_a_calibrated_cost_model_and_keeps_a_fixed_one():
     before = fixed.cost
     fixed.generate(prompts, params)
     assert fixed.cost is before and fixed.scheduler.cost is before and fixed.refitter.refits == 0
+
+
+def test_a_failing_refit_keeps_the_engine_and_its_model(monkeypatch, caplog):
+    """A refit is an optimisation: if it raises, the engine logs it, keeps the model it had, refits no
+    more, and every request still gets its tokens (those of an engine whose model was never refitted)."""
+    import backend.cost_refit
+
+    model = random_model("tiny-llada", dtype=torch.float32, seed=2)
+    prompts = [[3 + i, 5, 7, 11] for i in range(3)]
+    params = SamplingParams(max_tokens=136, block_length=8, ignore_eos=True)  # > 128 iterations
+    expected = [r.token_ids for r in Engine(model, EngineConfig(cost_model="fixed", max_num_seqs=4))
+                .generate(prompts, params)]
+
+    calls = []
+
+    def broken(*args, **kw):
+        calls.append(1)
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(backend.cost_refit, "refine", broken)
+    engine = Engine(model, EngineConfig(cost_model="calibrate", max_num_seqs=4))
+    before = engine.cost
+    with caplog.at_level("ERROR", logger="backend.engine"):
+        got = engine.generate(prompts, params)
+    assert [r.token_ids for r in got] == expected and all(r.finish_reason == "length" for r in got)
+    assert len(engine.iteration_log) >= 128 and calls == [1]  # tried once (at 64), then never again
+    assert engine.cost is before and engine.scheduler.cost is before and not engine.refitter.enabled
+    assert "cost model refit failed" in caplog.text
