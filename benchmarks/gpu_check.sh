@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command to run on a GPU machine (under 6 minutes on an H100). Writes logs and JSON into OUT
+# The one command to run on a GPU machine (under 7 minutes on an H100). Writes logs and JSON into OUT
 # and prints a short table last.
 #
 #   benchmarks/gpu_check.sh OUT [--dry-run]
@@ -10,6 +10,8 @@
 #   3. bursts of 1, 16 and 64 requests at LLaDA-8B's shape (random bf16 weights, prompt 256 + 256
 #      generated, block 32, one token per step): tok/s and Refresh / Reuse step milliseconds, with
 #      CUDA graphs; N=1 eager, and an older engine ($BASELINE, if there) for comparison.
+#   4. the paged attention kernel's bandwidth at LLaDA-8B's and Dream-7B's shapes, launch variants
+#      side by side (benchmarks/attention_bandwidth.py; ATTENTION=0 skips it, ~1 minute).
 #   --dry-run   the same steps at tiny size on the CPU (part of the test suite)
 #
 # Python: $PYTHON, else python3 (the GPU machines' torch and triton; the project's own small
@@ -18,7 +20,7 @@
 set -uo pipefail
 
 if [[ $# -lt 1 || $1 == -* ]]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -52,30 +54,37 @@ else
     BURST_MODEL=llada-8b; BURSTS=${BURSTS:-1,16,64}; BURST_ARGS=(); export DLLM_KERNELS_ON_GPU=1
 fi
 
-log "1/4 kernel tests ($DEVICE)"
+log "1/5 kernel tests ($DEVICE)"
 "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_paged_attention.py tests/unit/test_fused_layer_kernels.py \
     tests/unit/test_cuda_engine.py 2>&1 | tee "$OUT/kernel_tests.log" | tail -n 5
 kernels=${PIPESTATUS[0]}
 [[ $kernels == 0 ]] || status=1
 
-log "2/4 bursts $BURSTS ($BURST_MODEL)"
+log "2/5 bursts $BURSTS ($BURST_MODEL)"
 "$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts "$BURSTS" "${BURST_ARGS[@]}" \
     --out "$OUT/bursts.json" > "$OUT/bursts.log" 2>&1 || status=1
 tail -n 5 "$OUT/bursts.log"
 
-log "3/4 engine exactness and agreement ($DEVICE)"
+log "3/5 engine exactness and agreement ($DEVICE)"
 "$PY" -m benchmarks.device_agreement --device "$DEVICE" --models "$MODELS" --requests "$REQUESTS" \
     --out "$OUT/agreement.json" 2>&1 | tee "$OUT/agreement.log" | grep -v '^\s*$' | tail -n 4
 agreement=${PIPESTATUS[0]}
 [[ $agreement == 0 ]] || status=1
 
-log "4/4 N=1 without CUDA graphs; the engine before this work ($BASELINE) on the same card, if present"
+log "4/5 N=1 without CUDA graphs; the engine before this work ($BASELINE) on the same card, if present"
 "$PY" -m benchmarks.step_timing --model "$BURST_MODEL" --bursts 1 --enforce-eager "${BURST_ARGS[@]}" \
     --out "$OUT/bursts_eager.json" > "$OUT/bursts_eager.log" 2>&1 || status=1
 if [[ -f $BASELINE/step_timing.py ]]; then
     "$PY" "$BASELINE/step_timing.py" --model "$BURST_MODEL" --bursts "$BURSTS" "${BURST_ARGS[@]}" \
         --label "baseline@$(cat "$BASELINE/COMMIT" 2>/dev/null)" --out "$OUT/bursts_baseline.json" \
         > "$OUT/bursts_baseline.log" 2>&1 || status=1
+fi
+
+log "5/5 paged attention bandwidth at the models' shapes, launch variants (ATTENTION=0 skips)"
+if [[ ${ATTENTION:-1} != 0 ]]; then
+    "$PY" -m benchmarks.attention_bandwidth $([[ $DRY == 1 ]] && echo --dry-run) --out "$OUT/attention.json" \
+        > "$OUT/attention.log" 2>&1 || status=1
+    tail -n 3 "$OUT/attention.log"
 fi
 
 echo
@@ -87,6 +96,17 @@ from pathlib import Path
 out = Path(sys.argv[1])
 for row in json.loads((out / "agreement.json").read_text()) if (out / "agreement.json").exists() else []:
     print("  " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "device"))
+att = out / "attention.json"
+if att.exists():
+    rep = json.loads(att.read_text())
+    print(f"  paged attention ({rep['device']}, copy {rep['copy_gb_s']} GB/s): default -> best variant, GB/s")
+    cases = {}
+    for r in rep["rows"]:
+        cases.setdefault((r["model"], r["requests"], r["slots"]), []).append(r)
+    for (model, b, slots), rows in cases.items():
+        best = max(rows, key=lambda r: r["gb_s"] if r["ok"] else -1)
+        print(f"  {model} B={b} L={slots}: {rows[0]['gb_s']} -> {best['gb_s']} ({best['variant']}, "
+              f"{best['of_copy_pct']}% of copy){'' if all(r['ok'] for r in rows) else '  SOME VARIANT WRONG'}")
 for name in ("bursts.json", "bursts_eager.json", "bursts_baseline.json"):
     p = out / name
     if not p.exists():

@@ -18,6 +18,7 @@ oracle of the tests); `paged_attention` runs the Triton kernel on CUDA (or under
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -98,15 +99,31 @@ if triton is not None:
         return m_new, l_i, acc
 
     @triton.jit
+    def _load_keys(base, rows, s_row, offs_d, ok, d_ok, K_ROWS: tl.constexpr):
+        """Keys as [BLOCK_D, BLOCK_N]: loaded transposed, or (K_ROWS) as rows then transposed in
+        registers, which keeps each thread's loads along the contiguous head dimension."""
+        if K_ROWS:
+            kt = tl.trans(tl.load(base + rows[:, None] * s_row + offs_d[None, :], mask=ok[:, None] & d_ok[None, :],
+                                  other=0.0))
+        else:
+            kt = tl.load(base + rows[None, :] * s_row + offs_d[:, None], mask=ok[None, :] & d_ok[:, None], other=0.0)
+        return kt
+
+    @triton.jit
     def _paged_attention_kernel(
         Q, K, V, KC, VC, O, CU, TROW, TABLES, COUNTS,
         qk_scale, group,
         s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_ct, s_ot, s_oh, s_tr, s_th, s_cr,
         PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+        K_ROWS: tl.constexpr, HEAD_MAJOR: tl.constexpr,
     ):
-        b = tl.program_id(0)
-        hq = tl.program_id(1)
+        if HEAD_MAJOR:  # the heads of one request launch together (its K/V group shares L2)
+            hq = tl.program_id(0)
+            b = tl.program_id(1)
+        else:
+            b = tl.program_id(0)
+            hq = tl.program_id(1)
         q_lo = tl.load(CU + b)
         q_hi = tl.load(CU + b + 1)
         m0 = q_lo + tl.program_id(2) * BLOCK_M
@@ -124,8 +141,7 @@ if triton is not None:
             for n0 in range(q_lo, q_hi, BLOCK_N):
                 offs_n = n0 + tl.arange(0, BLOCK_N)
                 ok = offs_n < q_hi
-                kt = tl.load(K + offs_n[None, :] * s_kt + hk * s_kh + offs_d[:, None],
-                             mask=ok[None, :] & d_ok[:, None], other=0.0)
+                kt = _load_keys(K + hk * s_kh, offs_n, s_kt, offs_d, ok, d_ok, K_ROWS)
                 v = tl.load(V + offs_n[:, None] * s_vt + hk * s_vh + offs_d[None, :],
                             mask=ok[:, None] & d_ok[None, :], other=0.0)
                 m_i, l_i, acc = _online_softmax_step(q, kt, v, ok, m_i, l_i, acc, qk_scale, PRECISION)
@@ -138,8 +154,7 @@ if triton is not None:
                     ok = slots < count
                     page = tl.load(TABLES + r * s_tr + hk * s_th + slots // PAGE, mask=ok, other=0)
                     rows = page.to(tl.int64) * PAGE + slots % PAGE
-                    kt = tl.load(KC + rows[None, :] * s_ct + offs_d[:, None], mask=ok[None, :] & d_ok[:, None],
-                                 other=0.0)
+                    kt = _load_keys(KC, rows, s_ct, offs_d, ok, d_ok, K_ROWS)
                     v = tl.load(VC + rows[:, None] * s_ct + offs_d[None, :], mask=ok[:, None] & d_ok[None, :],
                                 other=0.0)
                     m_i, l_i, acc = _online_softmax_step(q, kt, v, ok, m_i, l_i, acc, qk_scale, PRECISION)
@@ -158,9 +173,24 @@ def block_m_for(max_q_rows: int) -> int:
     return 16 if max_q_rows <= 16 else 32 if max_q_rows <= 32 else 64
 
 
+@dataclass(frozen=True)
+class PagedConfig:
+    """Launch choices of the kernel (every one computes the same attention): keys per tile, warps per
+    program, software-pipelining depth, keys loaded as rows (`k_rows`), heads fastest in the grid
+    (`head_major`). The default is what the engine runs; `benchmarks.attention_bandwidth` times others."""
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    k_rows: bool = False
+    head_major: bool = False
+
+
+DEFAULT_CONFIG = PagedConfig()
+
+
 def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
                     max_q_rows: int, sm_scale: float | None = None, out: torch.Tensor | None = None,
-                    block_m: int | None = None) -> torch.Tensor:
+                    block_m: int | None = None, config: PagedConfig = DEFAULT_CONFIG) -> torch.Tensor:
     """The Triton kernel (same contract as `paged_attention_reference`). `max_q_rows` bounds every
     request's query rows: it sets the grid, so it must be known on the host (no device read)."""
     t, hq, d = q.shape
@@ -171,7 +201,8 @@ def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot
         return out
     scale = (1.0 / math.sqrt(d)) if sm_scale is None else sm_scale
     bm = block_m or block_m_for(max_q_rows)
-    grid = (num_seqs, hq, triton.cdiv(max(max_q_rows, 1), bm))
+    tiles = triton.cdiv(max(max_q_rows, 1), bm)
+    grid = (hq, num_seqs, tiles) if config.head_major else (num_seqs, hq, tiles)
     for x in (q, k, v, out):
         assert x.stride(-1) == 1, "the head dimension must be contiguous"
     _paged_attention_kernel[grid](
@@ -179,8 +210,8 @@ def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot
         scale * 1.4426950408889634, hq // hkv,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_cache.stride(0),
         out.stride(0), out.stride(1), block_tables.stride(0), block_tables.stride(1), slot_counts.stride(0),
-        PAGE=page_size, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_M=bm, BLOCK_N=64,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4, num_stages=2,
+        PAGE=page_size, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_M=bm, BLOCK_N=config.block_n,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", K_ROWS=config.k_rows,
+        HEAD_MAJOR=config.head_major, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -23,6 +23,9 @@ def test_gpu_check_dry_run(tmp_path):
     bursts = json.loads((tmp_path / "bursts.json").read_text())["bursts"]
     assert [b["n"] for b in bursts] == [1, 4]
     assert all(b["tok_per_s"] > 0 and b["steps"]["reuse"] > 0 for b in bursts)
+    attention = json.loads((tmp_path / "attention.json").read_text())["rows"]
+    from benchmarks.attention_bandwidth import variants
+    assert {r["variant"] for r in attention} == set(variants()) and all(r["ok"] for r in attention)
     # The table comes last, so that a truncated remote log still shows it.
     tail = proc.stdout.rstrip().splitlines()[-10:]
     assert any("tok/s" in line for line in tail) and tail[-1].split()[0] == "1"
