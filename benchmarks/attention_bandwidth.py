@@ -38,7 +38,8 @@ def variants():
             "rows-n128": PagedConfig(block_n=128, k_rows=True),
             "rows-s3": PagedConfig(num_stages=3, k_rows=True),
             "rows-n128-w8-s3": PagedConfig(block_n=128, num_warps=8, num_stages=3, k_rows=True),
-            "rows-heads": PagedConfig(k_rows=True, head_major=True)}
+            "rows-heads": PagedConfig(k_rows=True, head_major=True),
+            "split4": PagedConfig(splits=4), "split8": PagedConfig(splits=8)}
 
 
 def make_case(shape: tuple[int, int, int, int], requests: int, slots: int, dtype, device, seed: int) -> dict:

@@ -105,14 +105,16 @@ def _resources(cubin: bytes) -> str:
 
 def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), variants: bool = True) -> list[dict]:
     """Compile every launch, and the paged attention's benchmarked launch variants (LLaDA-8B, bf16)."""
+    from triton.runtime.jit import JITFunction
+
     import kernels.paged_attention as pa_mod
     import kernels.rms_norm
     import kernels.rotary
     import kernels.swiglu
 
     compile_launch = _compiler(arch)
-    kernel_objs = [pa_mod._paged_attention_kernel, kernels.rms_norm._rms_norm_kernel, kernels.rotary._rotary_kernel,
-                   kernels.swiglu._silu_mul_kernel]
+    modules = (pa_mod, kernels.rms_norm, kernels.rotary, kernels.swiglu)
+    kernel_objs = [obj for m in modules for obj in vars(m).values() if isinstance(obj, JITFunction)]
     captured: list = []
     saved = [k.run for k in kernel_objs]
 

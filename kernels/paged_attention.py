@@ -109,14 +109,16 @@ if triton is not None:
             kt = tl.load(base + rows[None, :] * s_row + offs_d[:, None], mask=ok[None, :] & d_ok[:, None], other=0.0)
         return kt
 
-    @triton.jit
+    # n_rows (the packed rows, only read with splits) is not specialised on: its divisibility changes
+    # from step to step and would compile the one-split kernel again mid-serving.
+    @triton.jit(do_not_specialize=["n_rows"])
     def _paged_attention_kernel(
         Q, K, V, KC, VC, O, CU, TROW, TABLES, COUNTS,
         qk_scale, group,
         s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_ct, s_ot, s_oh, s_tr, s_th, s_cr,
         PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-        K_ROWS: tl.constexpr, HEAD_MAJOR: tl.constexpr,
+        K_ROWS: tl.constexpr, HEAD_MAJOR: tl.constexpr, SPLITS: tl.constexpr, W_ACC, W_ML, n_rows,
     ):
         if HEAD_MAJOR:  # the heads of one request launch together (its K/V group shares L2)
             hq = tl.program_id(0)
@@ -126,7 +128,11 @@ if triton is not None:
             hq = tl.program_id(1)
         q_lo = tl.load(CU + b)
         q_hi = tl.load(CU + b + 1)
-        m0 = q_lo + tl.program_id(2) * BLOCK_M
+        if SPLITS == 1:
+            m0 = q_lo + tl.program_id(2) * BLOCK_M
+        else:  # each split takes a share of the cached slots; partial results go to W_ACC / W_ML
+            split = tl.program_id(2) % SPLITS
+            m0 = q_lo + (tl.program_id(2) // SPLITS) * BLOCK_M
         if m0 < q_hi:
             hk = hq // group
             offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -137,8 +143,12 @@ if triton is not None:
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-            # (a) the request's own fresh rows: every query sees at least one key, so m_i is finite after.
-            for n0 in range(q_lo, q_hi, BLOCK_N):
+            # (a) the request's own fresh rows: every query sees at least one key, so m_i is finite after
+            # (with splits: in the first; the others start on a tile holding at least one valid slot).
+            fresh_hi = q_hi
+            if SPLITS > 1:
+                fresh_hi = tl.where(split == 0, q_hi, q_lo)
+            for n0 in range(q_lo, fresh_hi, BLOCK_N):
                 offs_n = n0 + tl.arange(0, BLOCK_N)
                 ok = offs_n < q_hi
                 kt = _load_keys(K + hk * s_kh, offs_n, s_kt, offs_d, ok, d_ok, K_ROWS)
@@ -149,7 +159,12 @@ if triton is not None:
             r = tl.load(TROW + b)
             if r >= 0:
                 count = tl.load(COUNTS + r * s_cr + hk)
-                for n0 in range(0, count, BLOCK_N):
+                lo = 0
+                if SPLITS > 1:
+                    share = tl.cdiv(tl.cdiv(count, SPLITS), BLOCK_N) * BLOCK_N
+                    lo = split * share
+                    count = tl.minimum(count, lo + share)
+                for n0 in range(lo, count, BLOCK_N):
                     slots = n0 + tl.arange(0, BLOCK_N)
                     ok = slots < count
                     page = tl.load(TABLES + r * s_tr + hk * s_th + slots // PAGE, mask=ok, other=0)
@@ -158,9 +173,33 @@ if triton is not None:
                     v = tl.load(VC + rows[:, None] * s_ct + offs_d[None, :], mask=ok[:, None] & d_ok[None, :],
                                 other=0.0)
                     m_i, l_i, acc = _online_softmax_step(q, kt, v, ok, m_i, l_i, acc, qk_scale, PRECISION)
-            out = acc / l_i[:, None]
-            tl.store(O + offs_m[:, None] * s_ot + hq * s_oh + offs_d[None, :], out.to(O.dtype.element_ty),
-                     mask=(offs_m < q_hi)[:, None] & d_ok[None, :])
+            if SPLITS == 1:
+                out = acc / l_i[:, None]
+                tl.store(O + offs_m[:, None] * s_ot + hq * s_oh + offs_d[None, :], out.to(O.dtype.element_ty),
+                         mask=(offs_m < q_hi)[:, None] & d_ok[None, :])
+            else:  # workspaces [SPLITS, T, Hq, BLOCK_D] and [SPLITS, T, Hq, 2], contiguous
+                nh = tl.num_programs(0) if HEAD_MAJOR else tl.num_programs(1)
+                row = (split * n_rows + offs_m) * nh + hq
+                row_ok = offs_m < q_hi
+                tl.store(W_ACC + row[:, None] * BLOCK_D + offs_d[None, :], acc, mask=row_ok[:, None])
+                tl.store(W_ML + row * 2, m_i, mask=row_ok)
+                tl.store(W_ML + row * 2 + 1, l_i, mask=row_ok)
+
+    @triton.jit
+    def _combine_splits_kernel(W_ACC, W_ML, O, s_ot, s_oh, T, NH, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                               SPLITS: tl.constexpr):
+        """One (row, head): the splits' partial softmaxes merged (log2 units, as the kernel keeps them)."""
+        t = tl.program_id(0)
+        h = tl.program_id(1)
+        offs_s = tl.arange(0, SPLITS)
+        offs_d = tl.arange(0, BLOCK_D)
+        row = (offs_s * T + t) * NH + h
+        m = tl.load(W_ML + row * 2)
+        l_s = tl.load(W_ML + row * 2 + 1)
+        acc = tl.load(W_ACC + row[:, None] * BLOCK_D + offs_d[None, :])
+        w = tl.exp2(m - tl.max(m, 0))  # a split that saw no key has m = -inf: weight 0
+        out = tl.sum(acc * w[:, None], 0) / tl.sum(l_s * w, 0)
+        tl.store(O + t * s_ot + h * s_oh + offs_d, out.to(O.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
 def kernel_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -177,12 +216,20 @@ def block_m_for(max_q_rows: int) -> int:
 class PagedConfig:
     """Launch choices of the kernel (every one computes the same attention): keys per tile, warps per
     program, software-pipelining depth, keys loaded as rows (`k_rows`), heads fastest in the grid
-    (`head_major`). The default is what the engine runs; `benchmarks.attention_bandwidth` times others."""
+    (`head_major`), and `splits`: programs that share one (request, head)'s cached slots, each keeping
+    a partial softmax in a float32 workspace that a second kernel merges (more programs in flight when
+    requests x heads alone leave SMs idle: small batches, long caches). The default is what the engine
+    runs; `benchmarks.attention_bandwidth` times the others."""
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 2
     k_rows: bool = False
     head_major: bool = False
+    splits: int = 1  # programs sharing one (request, head)'s cached slots, merged by a second kernel
+
+    def __post_init__(self):
+        if self.splits < 1 or self.splits & (self.splits - 1):
+            raise ValueError(f"splits: a power of two >= 1, got {self.splits}")
 
 
 DEFAULT_CONFIG = PagedConfig()
@@ -201,17 +248,26 @@ def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot
         return out
     scale = (1.0 / math.sqrt(d)) if sm_scale is None else sm_scale
     bm = block_m or block_m_for(max_q_rows)
-    tiles = triton.cdiv(max(max_q_rows, 1), bm)
+    tiles = triton.cdiv(max(max_q_rows, 1), bm) * config.splits
     grid = (hq, num_seqs, tiles) if config.head_major else (num_seqs, hq, tiles)
     for x in (q, k, v, out):
         assert x.stride(-1) == 1, "the head dimension must be contiguous"
+    block_d = max(16, triton.next_power_of_2(d))
+    w_acc = w_ml = out  # unused with one split
+    if config.splits > 1:
+        w_acc = torch.empty(config.splits, t, hq, block_d, dtype=torch.float32, device=q.device)
+        w_ml = torch.empty(config.splits, t, hq, 2, dtype=torch.float32, device=q.device)
     _paged_attention_kernel[grid](
         q, k, v, k_cache, v_cache, out, cu, table_row, block_tables, slot_counts,
         scale * 1.4426950408889634, hq // hkv,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_cache.stride(0),
         out.stride(0), out.stride(1), block_tables.stride(0), block_tables.stride(1), slot_counts.stride(0),
-        PAGE=page_size, HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_M=bm, BLOCK_N=config.block_n,
+        PAGE=page_size, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=config.block_n,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", K_ROWS=config.k_rows,
-        HEAD_MAJOR=config.head_major, num_warps=config.num_warps, num_stages=config.num_stages,
+        HEAD_MAJOR=config.head_major, SPLITS=config.splits, W_ACC=w_acc, W_ML=w_ml, n_rows=t,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
+    if config.splits > 1:
+        _combine_splits_kernel[(t, hq)](w_acc, w_ml, out, out.stride(0), out.stride(1), t, hq, HEAD_DIM=d,
+                                        BLOCK_D=block_d, SPLITS=config.splits, num_warps=1)
     return out

@@ -109,12 +109,14 @@ def test_kernel_matches_reference_float32(name):
 
 
 # Launch choices the bandwidth benchmark compares: each must compute the same attention.
+# Splits: the cached slots of one (request, head) shared by several programs (many of them empty here).
 VARIANTS = [PagedConfig(block_n=128, k_rows=True), PagedConfig(block_n=32, num_stages=3, head_major=True),
-            PagedConfig(num_warps=8, k_rows=True, head_major=True)]
+            PagedConfig(num_warps=8, k_rows=True, head_major=True), PagedConfig(splits=2),
+            PagedConfig(splits=4, block_n=16, head_major=True), PagedConfig(splits=8, k_rows=True)]
 
 
 @pytest.mark.parametrize("config", VARIANTS, ids=lambda c: f"n{c.block_n}-w{c.num_warps}-s{c.num_stages}"
-                         f"{'-rows' if c.k_rows else ''}{'-heads' if c.head_major else ''}")
+                         f"{'-rows' if c.k_rows else ''}{'-heads' if c.head_major else ''}-x{c.splits}")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel_variants_match_reference(name, config):
     q_lens, counts, hq, hkv, d, ps = CASES[name]
@@ -124,6 +126,11 @@ def test_kernel_variants_match_reference(name, config):
     ref = paged_attention_reference(**c)
     assert torch.isfinite(out).all()
     assert (out - ref).norm() / ref.norm() < 1e-5
+
+
+def test_splits_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="splits"):
+        PagedConfig(splits=3)
 
 
 # Triton 3.9's CPU interpreter multiplies bf16 tiles wrongly in tl.dot (even a plain 16x16 product),
