@@ -31,15 +31,10 @@ PAGE = 16
 ROTATE_BYTES = 512 << 20  # cases smaller than this rotate among copies of their cache (H200's L2: 50 MB)
 
 
-def variants():
-    from kernels.paged_attention import DEFAULT_CONFIG, PagedConfig
+def variants() -> dict:
+    from kernels.paged_attention import VARIANTS  # imported late: a dry run sets TRITON_INTERPRET first
 
-    return {"default": DEFAULT_CONFIG, "rows": PagedConfig(k_rows=True),
-            "rows-n128": PagedConfig(block_n=128, k_rows=True),
-            "rows-s3": PagedConfig(num_stages=3, k_rows=True),
-            "rows-n128-w8-s3": PagedConfig(block_n=128, num_warps=8, num_stages=3, k_rows=True),
-            "rows-heads": PagedConfig(k_rows=True, head_major=True),
-            "split4": PagedConfig(splits=4), "split8": PagedConfig(splits=8)}
+    return VARIANTS
 
 
 def make_case(shape: tuple[int, int, int, int], requests: int, slots: int, dtype, device, seed: int) -> dict:

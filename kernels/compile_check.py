@@ -125,10 +125,8 @@ def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), varia
     try:
         calls = list(_launches(dtypes))
         if variants:
-            from benchmarks.attention_bandwidth import variants as bench_variants
-
             pa = _paged_args(SHAPES["llada-8b"], torch.bfloat16, torch.Generator().manual_seed(1))
-            for name, cfg in bench_variants().items():
+            for name, cfg in pa_mod.VARIANTS.items():
                 calls.append((f"paged_attention llada-8b bfloat16 [{name}]",
                               lambda cfg=cfg: pa_mod.paged_attention(**pa, config=cfg)))
         rows = []

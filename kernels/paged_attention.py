@@ -233,6 +233,12 @@ class PagedConfig:
 
 
 DEFAULT_CONFIG = PagedConfig()
+# What `benchmarks.attention_bandwidth` times against the default (and `kernels.compile_check` compiles).
+VARIANTS = {"default": DEFAULT_CONFIG, "rows": PagedConfig(k_rows=True),
+            "rows-n128": PagedConfig(block_n=128, k_rows=True), "rows-s3": PagedConfig(num_stages=3, k_rows=True),
+            "rows-n128-w8-s3": PagedConfig(block_n=128, num_warps=8, num_stages=3, k_rows=True),
+            "rows-heads": PagedConfig(k_rows=True, head_major=True),
+            "split4": PagedConfig(splits=4), "split8": PagedConfig(splits=8)}
 
 
 def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
