@@ -85,8 +85,9 @@ def _launches(dtypes: tuple):
             yield f"silu_mul {tag}", lambda gu=gu: silu_mul(gu)
 
 
-def _resources(cubin: bytes) -> str:
-    """Registers, stack and spills from the cubin (cuobjdump beside Triton's ptxas), if present."""
+def _resources(cubin: bytes, warps: int, shared: int) -> str:
+    """Registers, stack and spills from the cubin (cuobjdump beside Triton's ptxas, if present), and
+    the programs an SM holds at once (Hopper: 64K registers, 228 KB shared memory, 64 warps)."""
     import triton
 
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
@@ -99,8 +100,11 @@ def _resources(cubin: bytes) -> str:
     m = re.search(r"REG:(\d+) STACK:(\d+)", text)
     if not m:
         return "(no resource line)"
-    stack = int(m.group(2))  # a stack frame holds what did not fit in registers: local memory, slow
-    return f"{m.group(1)} registers, stack {stack} B" + ("  <- spills to local memory" if stack else "")
+    regs, stack = int(m.group(1)), int(m.group(2))
+    per_sm = min(32, 64 // warps, 65536 // (-(-regs // 8) * 8 * 32 * warps), (228 << 10) // max(shared + 1024, 1))
+    # a stack frame holds what did not fit in registers: local memory, slow
+    return (f"{regs} registers, stack {stack} B, {per_sm} programs/SM" +
+            ("  <- spills to local memory" if stack else ""))
 
 
 def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), variants: bool = True) -> list[dict]:
@@ -137,7 +141,7 @@ def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), varia
                 try:
                     ck = compile_launch(k, args, kw)
                     rows.append({"launch": label, "kernel": k.__name__, "ok": True, "shared": ck.metadata.shared,
-                                 "resources": _resources(ck.asm["cubin"])})
+                                 "resources": _resources(ck.asm["cubin"], ck.metadata.num_warps, ck.metadata.shared)})
                 except Exception as e:  # noqa: BLE001  (what the compiler says is the finding)
                     rows.append({"launch": label, "kernel": k.__name__, "ok": False,
                                  "error": f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"})

@@ -234,9 +234,10 @@ class PagedConfig:
 
 DEFAULT_CONFIG = PagedConfig()
 # What `benchmarks.attention_bandwidth` times against the default (and `kernels.compile_check` compiles).
-VARIANTS = {"default": DEFAULT_CONFIG, "rows": PagedConfig(k_rows=True),
-            "rows-n128": PagedConfig(block_n=128, k_rows=True), "rows-s3": PagedConfig(num_stages=3, k_rows=True),
-            "rows-n128-w8-s3": PagedConfig(block_n=128, num_warps=8, num_stages=3, k_rows=True),
+# (compile_check, sm_90, bf16, LLaDA-8B: the default holds 3 programs of 4 warps an SM by registers; `w8`
+# 2 of 8 warps; `n32-s4` 3, each with 3 tiles of keys in flight; `s3` 2, with 2 tiles in flight.)
+VARIANTS = {"default": DEFAULT_CONFIG, "rows": PagedConfig(k_rows=True), "w8": PagedConfig(num_warps=8),
+            "n32-s4": PagedConfig(block_n=32, num_stages=4), "s3": PagedConfig(num_stages=3),
             "rows-heads": PagedConfig(k_rows=True, head_major=True),
             "split4": PagedConfig(splits=4), "split8": PagedConfig(splits=8)}
 
