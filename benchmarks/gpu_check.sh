@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command to run on a GPU machine (under 7 minutes on an H100). Writes logs and JSON into OUT
+# The one command to run on a GPU machine (5-6 minutes on an H200, under 8 on an H100). Writes logs and JSON into OUT
 # and prints a short table last.
 #
 #   benchmarks/gpu_check.sh OUT [--dry-run]
@@ -11,7 +11,7 @@
 #      generated, block 32, one token per step): tok/s and Refresh / Reuse step milliseconds, with
 #      CUDA graphs; N=1 eager, and an older engine ($BASELINE, if there) for comparison.
 #   4. the paged attention kernel's bandwidth at LLaDA-8B's and Dream-7B's shapes, launch variants
-#      side by side (benchmarks/attention_bandwidth.py; ATTENTION=0 skips it, ~1 minute).
+#      side by side (benchmarks/attention_bandwidth.py; ATTENTION=0 skips it; 1-2 minutes).
 #   --dry-run   the same steps at tiny size on the CPU (part of the test suite)
 #
 # Python: $PYTHON, else python3 (the GPU machines' torch and triton; the project's own small
