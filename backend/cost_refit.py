@@ -9,12 +9,15 @@ predicts them better. `benchmarks.fit_device` fits a device model for the schedu
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from backend.cost_model import CostModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,9 +58,9 @@ def mean_error(c: CostModel, records: Sequence) -> float:
     return statistics.fmean(errors) if errors else float("inf")
 
 
-def _solve(columns: list[list[float]], target: list[float], seconds: list[float]) -> list[float] | None:
-    """Least squares on error relative to `seconds` (normal equations, Gaussian elimination); None when
-    the columns do not determine the coefficients."""
+def least_squares(columns: list[list[float]], target: list[float], seconds: list[float]) -> list[float] | None:
+    """Least squares on error relative to `seconds` (all ones: absolute error; normal equations, Gaussian
+    elimination); None when the columns do not determine the coefficients."""
     n = len(columns)
     rows = [[col[i] / s for col in columns] + [target[i] / s] for i, s in enumerate(seconds)]
     m = [[sum(row[a] * row[b] for row in rows) for b in range(n + 1)] for a in range(n)]
@@ -97,7 +100,7 @@ def fit_compute(c: CostModel, recs: list) -> CostModel:
         if not free_kv and "kv_per_byte" in terms:
             fixed = [f + x * c.kv_per_byte for f, x in zip(fixed, terms["kv_per_byte"], strict=True)]
         cols = ([[1.0] * len(recs)] if free_intercept else []) + [terms[n] for n in names]
-        coef = _solve(cols, [a - b for a, b in zip(t, fixed, strict=True)], t)
+        coef = least_squares(cols, [a - b for a, b in zip(t, fixed, strict=True)], t)
         if coef is None or min(coef[1:] if free_intercept else coef) < 0:
             continue
         intercept = coef.pop(0) if free_intercept else c.intercept
@@ -116,7 +119,7 @@ def _fit_memory(c: CostModel, recs: list) -> CostModel:
     t, kv = [r.seconds for r in recs], [float(r.kv_bytes) for r in recs]
     weights = None
     if len(recs) >= 3 and max(kv) - min(kv) > 0.1 * max(max(kv), 1.0):
-        coef = _solve([[1.0] * len(recs), kv], t, t)
+        coef = least_squares([[1.0] * len(recs), kv], t, t)
         if coef is not None and coef[1] > 0:
             weights, c = coef[0], replace(c, bandwidth=1 / coef[1])
     if weights is None:
@@ -169,16 +172,23 @@ class Refitter:
         self.iterations = 0
         self.refits = 0
         self.anchor: CostModel | None = None  # the model as calibrated at start
-        self.enabled = True  # the engine turns refits off if one fails
+        self.enabled = True  # off after a refit raised
 
     def observe(self, cost: CostModel, record: IterationRecord) -> CostModel:
-        """`cost`, or its refit once this record makes one due and the refit predicts better."""
+        """`cost`, or its refit once this record makes one due and the refit predicts better. A refit
+        is a refinement, not a duty: if one raises, it is logged, `cost` kept and no refit tried again
+        (it runs inside the engine's step, where an exception would stop the engine)."""
         self.window.append(record)
         self.iterations += 1
         if not (self.enabled and cost.calibrated and refine_due(self.iterations)):
             return cost
         self.anchor = self.anchor or cost
-        refined = refine(cost, self.window, self.anchor)
+        try:
+            refined = refine(cost, self.window, self.anchor)
+        except Exception:
+            log.exception("cost model refit failed; keeping the current model and refitting no more")
+            self.enabled = False
+            return cost
         self.refits += refined is not cost
         return refined
 

@@ -209,12 +209,7 @@ class Engine:
         predicted = self.cost.predict(refresh, reuse_tokens, kv, graphed)
         record = IterationRecord(seconds, predicted, refresh, reuse_tokens, len(batch), kv, graphed)
         self.iteration_log.append(record)
-        try:
-            refined = self.refitter.observe(self.cost, record)
-        except Exception:  # a refinement, not a duty: its failure must not stop the engine
-            log.exception("cost model refit failed; keeping the current model and refitting no more")
-            self.refitter.enabled = False
-            refined = self.cost
+        refined = self.refitter.observe(self.cost, record)
         if refined is not self.cost:
             self.cost = self.scheduler.cost = refined
             (log.info if self.refitter.refits == 1 else log.debug)(

@@ -25,8 +25,12 @@ from dataclasses import asdict
 
 import torch
 
+from backend.config import PRESETS
+
+BLOCK = 32  # the served models' block length: a Reuse step's query rows, plus the logit shift's row
 # (query heads, KV heads, head dim, query rows of a block) of the served models
-SHAPES = {"llada-8b": (32, 32, 128, 32), "dream-7b": (28, 4, 128, 33)}
+SHAPES = {name: (PRESETS[name].num_heads, PRESETS[name].num_kv_heads, PRESETS[name].head_dim,
+                 BLOCK + PRESETS[name].logit_shift) for name in ("llada-8b", "dream-7b")}
 CASES = [(64, 2048), (16, 1024), (1, 4096)]  # (requests, cached slots per KV head)
 PAGE = 16
 ROTATE_BYTES = 512 << 20  # cases smaller than this rotate among copies of their cache (H200's L2: 50 MB)

@@ -32,6 +32,7 @@ from backend.cost_refit import (
     IterationRecord,
     fit,
     fit_compute,
+    least_squares,
     median_error,
     piece_of,
     relative_errors,
@@ -97,13 +98,14 @@ def fit_host(records: list[IterationRecord], like: DeviceModel) -> DeviceModel:
     timed = [r for r in records if r.host_seconds > 0]
     if len(timed) < 3 or len({r.requests for r in timed}) < 2:
         return like
-    n = len(timed)
-    mean_q = sum(r.requests for r in timed) / n
-    mean_h = sum(r.host_seconds for r in timed) / n
-    slope = (sum((r.requests - mean_q) * (r.host_seconds - mean_h) for r in timed)
-             / sum((r.requests - mean_q) ** 2 for r in timed))
-    slope = max(slope, 0.0)
-    return replace(like, host_base=max(mean_h - slope * mean_q, 0.0), host_per_request=slope)
+    hosts = [r.host_seconds for r in timed]
+    coef = least_squares([[1.0] * len(timed), [float(r.requests) for r in timed]], hosts, [1.0] * len(timed))
+    if coef is None:
+        return like
+    base, slope = coef
+    if slope < 0:  # more requests never cost less: a flat line through the mean
+        base, slope = sum(hosts) / len(hosts), 0.0
+    return replace(like, host_base=max(base, 0.0), host_per_request=slope)
 
 
 def fit_device(records: list[IterationRecord], base: DeviceModel = H200_LLADA_8B, name: str | None = None

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import torch
 
-# (query heads, KV heads, head dim, hidden, intermediate, block rows) of the served models
-SHAPES = {"llada-8b": (32, 32, 128, 4096, 12288, 32), "dream-7b": (28, 4, 128, 3584, 18944, 33)}
+from backend.config import PRESETS, ModelConfig
+
+MODELS = ("llada-8b", "dream-7b")  # the served models' shapes (backend.config.PRESETS)
+BLOCK = 32  # their block length: a Reuse step's query rows, plus the logit shift's row
 
 
 def _compiler(arch: int):
@@ -47,9 +49,9 @@ def _compiler(arch: int):
     return compile_launch
 
 
-def _paged_args(shape: tuple, dtype: torch.dtype, gen: torch.Generator) -> dict:
-    """Two requests of a block of query rows each, their caches over shuffled-free pages of 16."""
-    hq, hkv, d, rows = shape[0], shape[1], shape[2], shape[5]
+def _paged_args(cfg: ModelConfig, dtype: torch.dtype, gen: torch.Generator) -> dict:
+    """Two requests of a block of query rows each, their caches over pages of 16."""
+    hq, hkv, d, rows = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, BLOCK + cfg.logit_shift
     t, b, pages, page = 2 * rows, 2, 8, 16
     slots = b * hkv * pages * page
     return dict(q=_rnd(gen, dtype, t, hq, d), k=_rnd(gen, dtype, t, hkv, d), v=_rnd(gen, dtype, t, hkv, d),
@@ -71,11 +73,13 @@ def _launches(dtypes: tuple):
     from kernels.swiglu import silu_mul
 
     gen = torch.Generator().manual_seed(0)
-    for name, shape in SHAPES.items():
-        hq, hkv, d, hidden, inter, _ = shape
+    for name in MODELS:
+        cfg = PRESETS[name]
+        hq, hkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        hidden, inter = cfg.hidden_size, cfg.intermediate_size
         for dtype in dtypes:
             tag = f"{name} {str(dtype).replace('torch.', '')}"
-            pa, x, w = _paged_args(shape, dtype, gen), _rnd(gen, dtype, 4, hidden), _rnd(gen, dtype, hidden)
+            pa, x, w = _paged_args(cfg, dtype, gen), _rnd(gen, dtype, 4, hidden), _rnd(gen, dtype, hidden)
             q, k, gu = _rnd(gen, dtype, 4, hq, d), _rnd(gen, dtype, 4, hkv, d), _rnd(gen, dtype, 4, 2 * inter)
             cos, sin, pos = torch.randn(64, d, generator=gen), torch.randn(64, d, generator=gen), torch.arange(4)
             yield f"paged_attention {tag}", lambda pa=pa: paged_attention(**pa)
@@ -129,7 +133,7 @@ def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), varia
     try:
         calls = list(_launches(dtypes))
         if variants:
-            pa = _paged_args(SHAPES["llada-8b"], torch.bfloat16, torch.Generator().manual_seed(1))
+            pa = _paged_args(PRESETS["llada-8b"], torch.bfloat16, torch.Generator().manual_seed(1))
             for name, cfg in pa_mod.VARIANTS.items():
                 calls.append((f"paged_attention llada-8b bfloat16 [{name}]",
                               lambda cfg=cfg: pa_mod.paged_attention(**pa, config=cfg)))

@@ -165,9 +165,25 @@ def test_a_failing_refit_keeps_the_engine_and_its_model(monkeypatch, caplog):
     monkeypatch.setattr(backend.cost_refit, "refine", broken)
     engine = Engine(model, EngineConfig(cost_model="calibrate", max_num_seqs=4))
     before = engine.cost
-    with caplog.at_level("ERROR", logger="backend.engine"):
+    with caplog.at_level("ERROR", logger="backend.cost_refit"):
         got = engine.generate(prompts, params)
     assert [r.token_ids for r in got] == expected and all(r.finish_reason == "length" for r in got)
     assert len(engine.iteration_log) >= 128 and calls == [1]  # tried once (at 64), then never again
     assert engine.cost is before and engine.scheduler.cost is before and not engine.refitter.enabled
     assert "cost model refit failed" in caplog.text
+
+
+def test_fit_host_recovers_a_base_and_a_cost_per_request():
+    """Host work `base + per_request x requests` comes back from its records (and a falling line, which
+    more requests cannot cause, becomes a flat one through the mean)."""
+    from benchmarks.fit_device import fit_host
+
+    rng = random.Random(6)
+    sizes = [rng.randint(1, 64) for _ in range(50)]
+    recs = [IterationRecord(0.01, 0.01, 0, 32, q, host_seconds=2e-4 + 4e-5 * q) for q in sizes]
+    got = fit_host(recs, H200_LLADA_8B)
+    assert got.host_base == pytest.approx(2e-4, rel=1e-6) and got.host_per_request == pytest.approx(4e-5, rel=1e-6)
+    falling = [IterationRecord(0.01, 0.01, 0, 32, q, host_seconds=5e-3 - 5e-5 * q) for q in sizes]
+    flat = fit_host(falling, H200_LLADA_8B)
+    mean = sum(r.host_seconds for r in falling) / len(falling)
+    assert flat.host_per_request == 0.0 and flat.host_base == pytest.approx(mean, rel=1e-9)
