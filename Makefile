@@ -37,7 +37,11 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 MODEL_REPOSITORY ?= model_repository
 
+# layout also builds the admin-key shim (backend/serving/admin_key_shim.c) with the C compiler: without
+# it the launcher refuses to start a server with restricted APIs (the key would be on its command line).
 $(VENV)/.serve-done: $(VENV)/.setup-done
+	@command -v $${CC:-gcc} >/dev/null || command -v cc >/dev/null || \
+		{ echo "make serve-deps: needs a C compiler for the admin-key shim: apt-get install gcc" >&2; exit 1; }
 	$(PY) -m pip install --quiet $(SERVE_SPEC)
 	$(PY) -m backend.serving.tritonserver layout >/dev/null
 	touch $@
@@ -57,10 +61,14 @@ aiperf-deps: $(VENV)/aiperf/.done
 
 # Foreground; Ctrl-C stops it. Ports and repository: make serve HTTP_PORT=9000 GRPC_PORT=9001 ...
 # Network: 127.0.0.1 only unless HOST=0.0.0.0 (or an address); the model-repository, shared-memory,
-# trace and logging APIs are closed unless ADMIN_KEY=<secret> (clients send the header
-# dllm-admin-key: <secret>) or OPEN_ADMIN_APIS=1 (backend/serving/network.py).
-# ADMIN_KEY reaches the script through the environment (make exports command-line variables), not
-# on the echoed command line.
+# trace and logging APIs are closed unless the environment gives a key (ADMIN_KEY=<secret> make serve,
+# or ADMIN_KEY_FILE=<file> make serve; clients send the header dllm-admin-key: <secret>) or
+# OPEN_ADMIN_APIS=1 (backend/serving/network.py). The key reaches tritonserver through the
+# environment and the shim, never a command line: `make serve ADMIN_KEY=...` would put it on make's
+# own, readable by every local user in /proc/<pid>/cmdline while the server runs, so it is refused.
+ifeq ($(origin ADMIN_KEY),command line)
+$(error ADMIN_KEY on make's command line is readable by every local user: run ADMIN_KEY=<key> make serve, or make serve ADMIN_KEY_FILE=<file>)
+endif
 HOST ?= 127.0.0.1
 OPEN_ADMIN_APIS ?=
 serve: serve-deps

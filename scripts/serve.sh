@@ -7,6 +7,9 @@
 #   HOST=0.0.0.0 scripts/serve.sh          # listen on every interface (default: 127.0.0.1 only)
 #   ADMIN_KEY=<secret> scripts/serve.sh    # open the model-repository, shared-memory, trace and logging
 #                                          # APIs to clients sending the header dllm-admin-key: <secret>
+#   ADMIN_KEY_FILE=<file> scripts/serve.sh # the same, the key read from a file (keep it mode 0600)
+#   The key travels in the environment only: tritonserver gets it through a preloaded shim
+#   (backend/serving/admin_key_shim.c), so it is on no command line other users can read.
 #   OPEN_ADMIN_APIS=1 scripts/serve.sh     # open them to everyone (a trusted network only)
 #
 # What the server needs from this environment (libraries, the Python-backend stub for this Python,
@@ -21,6 +24,8 @@ MODEL_REPOSITORY=${MODEL_REPOSITORY:-model_repository}
 HOST=${HOST:-127.0.0.1}
 ADMIN_ARGS=()
 [ -n "${ADMIN_KEY:-}" ] && export DLLM_ADMIN_KEY="$ADMIN_KEY"
+# `read`, a builtin: the key never becomes an argument of a process.
+if [ -n "${ADMIN_KEY_FILE:-}" ]; then read -r DLLM_ADMIN_KEY < "$ADMIN_KEY_FILE"; export DLLM_ADMIN_KEY; fi
 [ -n "${OPEN_ADMIN_APIS:-}" ] && ADMIN_ARGS+=(--open-admin-apis)
 READY_HOST=$HOST; [ "$HOST" = 0.0.0.0 ] && READY_HOST=127.0.0.1
 [ "${1:-}" = "--" ] && shift

@@ -9,33 +9,57 @@
   Triton answers others 403 / UNAVAILABLE "This API is restricted". Without a key of its own the
   server gets a random one that nobody knows: the APIs are closed. Inference, health, metadata,
   model configuration, statistics and metrics stay open.
+- The key is never on tritonserver's command line, which every local user can read in
+  /proc/<pid>/cmdline: the arguments hold a placeholder, the key travels in the environment
+  (/proc/<pid>/environ: the owner only), and the preloaded shim (admin_key_shim.c) fills it in
+  before tritonserver's main() runs, then wipes it from the environment.
 """
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
 ADMIN_HEADER = "dllm-admin-key"
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+# The environment variable that carries the key to the shim, and what stands for "=<key>" in the
+# arguments. Without the shim, "<apis>:dllm-admin-key@DLLM_ADMIN_KEY" has no "=<value>" and Triton
+# refuses the option and exits: a server never runs with the placeholder as its key.
+KEY_ENV = "DLLM_ADMIN_KEY"
+KEY_PLACEHOLDER = f"@{KEY_ENV}"
+MAX_KEY_CHARS = 256  # admin_key_shim.c's limit
 
 
-def network_args(host: str = DEFAULT_HOST, admin_key: str | None = None, open_admin_apis: bool = False) -> list[str]:
-    """tritonserver options for the listeners' address and the restricted APIs. `admin_key`: the value
-    clients send to use the administrative APIs (None: a random one, so they are closed);
-    `open_admin_apis`: no restriction at all (a trusted network only)."""
+def network_args(host: str = DEFAULT_HOST, open_admin_apis: bool = False) -> list[str]:
+    """tritonserver options for the listeners' address and the restricted APIs (with the key's
+    placeholder: `admin_env` carries the key); `open_admin_apis`: no restriction at all (a trusted
+    network only)."""
     if not host or any(c.isspace() for c in host):
         raise ValueError(f"host: not an address: {host!r}")
     args = [f"--http-address={host}", f"--grpc-address={host}", f"--metrics-address={host}"]
     if open_admin_apis:
         return args
-    key = admin_key if admin_key is not None else secrets.token_urlsafe(24)
-    if not key or not all(c.isalnum() or c in "-_.~" for c in key):
-        raise ValueError("admin_key: use letters, digits and - _ . ~ only (it travels in a header)")
     apis = ",".join(ADMIN_APIS)
-    return args + [f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}",
-                   f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}"]
+    return args + [f"--http-restricted-api={apis}:{ADMIN_HEADER}{KEY_PLACEHOLDER}",
+                   f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}{KEY_PLACEHOLDER}"]
+
+
+def check_admin_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_CHARS or not all(c.isascii() and (c.isalnum() or c in "-_.~") for c in key):
+        # Never echo the key: this message reaches logs.
+        raise ValueError(f"admin_key: use 1 to {MAX_KEY_CHARS} letters, digits and - _ . ~ "
+                         "(it travels in a header)")
+    return key
+
+
+def admin_env(admin_key: str | None, shim: Path, ld_preload: str | None = None) -> dict[str, str]:
+    """The environment entries that give tritonserver its key through the shim: `admin_key` (None: a
+    random one, so the APIs are closed) and LD_PRELOAD with the shim first (`ld_preload`: what the
+    environment already preloads, kept after it)."""
+    key = check_admin_key(admin_key if admin_key is not None else secrets.token_urlsafe(24))
+    return {KEY_ENV: key, "LD_PRELOAD": f"{shim}:{ld_preload}" if ld_preload else str(shim)}
 
 
 def admin_headers(admin_key: str, protocol: str = "http") -> dict[str, str]:

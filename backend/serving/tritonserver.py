@@ -13,7 +13,9 @@ Everything learned about making that binary work from a virtual environment live
 - Perf Analyzer (from `tritonclient[all]`) wants `libb64.so.0d` and `libcudart.so.12`: the wheel's
   libraries hold both under hashed names, so `<venv>/triton/lib/` gets links with the plain names, and
   `<venv>/bin/perf_analyzer` becomes a script that puts them on `LD_LIBRARY_PATH` and runs the real
-  binary, moved to `<venv>/triton/bin/`.
+  binary, moved to `<venv>/triton/bin/`;
+- the admin key reaches tritonserver through the environment and a preloaded shim, never its command
+  line (network.py, key_shim.py): `<venv>/triton/lib/` holds the shim, built with the C compiler.
 
     python -m backend.serving.tritonserver layout      # lay out, print the paths
     python -m backend.serving.tritonserver serve [--http-port 8000 ...] [-- more tritonserver args]
@@ -36,7 +38,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.serving.network import DEFAULT_HOST, network_args
+from backend.serving import key_shim
+from backend.serving.network import DEFAULT_HOST, KEY_ENV, admin_env, network_args
+from backend.serving.perf_analyzer import wrap_perf_analyzer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
@@ -64,6 +68,7 @@ class ServerFiles:
     backend_dir: Path  # pass as --backend-directory
     lib_dirs: tuple[Path, ...]  # prepend to LD_LIBRARY_PATH
     venv_bin: Path  # prepend to PATH
+    key_shim: Path | None = None  # the admin-key shim (None: no C compiler to build it)
 
 
 def _wheel_root() -> Path:
@@ -106,44 +111,29 @@ def layout(dest: Path | None = None) -> ServerFiles:
         hashed = sorted(libs.glob(f"{prefix}*"))
         if hashed:
             _link(hashed[0], lib_dir / plain)
+    try:
+        shim = key_shim.build(lib_dir)
+    except key_shim.ShimBuildError as e:
+        raise ServerNotInstalled(str(e)) from None
     files = ServerFiles(binary=server / "bin" / "tritonserver", backend_dir=dest / "backends",
-                        lib_dirs=(libs, lib_dir), venv_bin=Path(sys.executable).parent)
+                        lib_dirs=(libs, lib_dir), venv_bin=Path(sys.executable).parent, key_shim=shim)
     if dest == Path(sys.prefix) / "triton":
         wrap_perf_analyzer(files, dest / "bin")
     return files
 
 
-def wrap_perf_analyzer(files: ServerFiles, real_dir: Path) -> Path | None:
-    """Make `<venv>/bin/perf_analyzer` work as it is: the executable tritonclient installs there moves to
-    `real_dir`, and a script that sets `LD_LIBRARY_PATH` takes its place (again after a reinstall)."""
-    entry, real = files.venv_bin / "perf_analyzer", real_dir / "perf_analyzer"
-    try:
-        with open(entry, "rb") as f:
-            if f.read(4) == b"\x7fELF":  # pip's copy: (re)installed since the last layout
-                real_dir.mkdir(parents=True, exist_ok=True)
-                os.replace(entry, real)
-    except FileNotFoundError:  # not installed, or another layout() moved it just now
-        pass
-    if not real.is_file():
-        return None
-    libs = ":".join(str(p) for p in files.lib_dirs)
-    script = ("#!/bin/sh\n# Written by backend/serving/tritonserver.py: Perf Analyzer needs the libraries of "
-              "nvidia-pytriton.\n"
-              f'export LD_LIBRARY_PATH="{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\nexec "{real}" "$@"\n')
-    if not (entry.is_file() and entry.read_text() == script):
-        tmp = entry.with_name(f".perf_analyzer.{os.getpid()}")
-        tmp.write_text(script)
-        tmp.chmod(0o755)
-        os.replace(tmp, entry)
-    return entry
-
-
-def server_env(files: ServerFiles, base: dict | None = None) -> dict:
-    """The environment tritonserver (and perf_analyzer) need: libraries, and the venv first on PATH."""
+def server_env(files: ServerFiles, base: dict | None = None, admin_key: str | None = None) -> dict:
+    """The environment tritonserver (and perf_analyzer) need: libraries, the venv first on PATH, and the
+    admin key (`admin_key`, else a random one) with the shim that hands it to tritonserver."""
     env = dict(os.environ if base is None else base)
     libs = ":".join(str(p) for p in files.lib_dirs)
     env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else libs
     env["PATH"] = f"{files.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.pop(KEY_ENV, None)  # only what admin_env sets, and only with the shim that wipes it
+    if files.key_shim is not None:
+        env.update(admin_env(admin_key, files.key_shim, env.get("LD_PRELOAD")))
+    elif admin_key is not None:
+        raise ServerNotInstalled(key_shim.NO_COMPILER)
     return env
 
 
@@ -160,16 +150,21 @@ def cuda_usable() -> bool:
 def server_command(files: ServerFiles, model_repository: Path = DEFAULT_MODEL_REPOSITORY, http_port: int = 8000,
                    grpc_port: int = 8001, metrics_port: int = 8002, exit_timeout_secs: int | None = None,
                    explicit_models: list[str] | None = None, extra: list[str] | None = None,
-                   gpu: bool | None = None, host: str = DEFAULT_HOST, admin_key: str | None = None,
-                   open_admin_apis: bool = False) -> list[str]:
+                   gpu: bool | None = None, host: str = DEFAULT_HOST, open_admin_apis: bool = False) -> list[str]:
     """tritonserver's command line. `explicit_models`: start in explicit model-control mode with these
     models loaded (the mode in which clients may unload and load models). `gpu=False` (the default where
     `cuda_usable()` is false) turns off the GPU-only features that log errors without a GPU. `host`,
-    `admin_key`, `open_admin_apis`: who may connect and use the administrative APIs (network.py; by
-    default 127.0.0.1 only, and those APIs closed)."""
+    `open_admin_apis`: who may connect and use the administrative APIs (network.py; by default
+    127.0.0.1 only, and those APIs restricted by the key that `server_env` passes)."""
+    if not open_admin_apis and files.key_shim is None:
+        # Fail closed: without the shim the key would have to go on the command line.
+        raise ServerNotInstalled(f"{key_shim.NO_COMPILER} (or, on a trusted machine, open the APIs to everyone)")
+    if not open_admin_apis and not key_shim.is_elf(files.binary):
+        raise ServerNotInstalled(f"{files.binary} is not a binary: the admin-key shim must be preloaded into "
+                                 "tritonserver itself")
     cmd = [str(files.binary), f"--model-repository={model_repository}", f"--backend-directory={files.backend_dir}",
            f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}",
-           "--allow-metrics=true", *network_args(host, admin_key, open_admin_apis)]
+           "--allow-metrics=true", *network_args(host, open_admin_apis)]
     if exit_timeout_secs is not None:
         cmd.append(f"--exit-timeout-secs={exit_timeout_secs}")
     if explicit_models is not None:
@@ -249,11 +244,10 @@ def _main(argv: list[str] | None = None) -> int:
     serve.add_argument("--exit-timeout-secs", type=int, default=10)
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="address every listener binds to (default 127.0.0.1; 0.0.0.0 serves other machines)")
-    serve.add_argument("--admin-key", default=os.environ.get("DLLM_ADMIN_KEY") or None,
-                       help="value of the dllm-admin-key header that opens the model-repository, shared-memory, "
-                            "trace and logging APIs (default $DLLM_ADMIN_KEY, else a random key: closed)")
     serve.add_argument("--open-admin-apis", action="store_true",
-                       help="leave those APIs open to every client (a trusted network only)")
+                       help="no restriction on the model-repository, shared-memory, trace and logging APIs (a "
+                            "trusted network only); otherwise clients need the key in $DLLM_ADMIN_KEY (an "
+                            "option would put it on the command line), or nobody has it when it is unset")
     serve.add_argument("extra", nargs="*", help="more tritonserver arguments, after --")
     args = ap.parse_args(argv)
     if args.cmd == "wait-ready":
@@ -263,18 +257,20 @@ def _main(argv: list[str] | None = None) -> int:
     except ServerNotInstalled as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    env = server_env(files)
     if args.cmd == "layout":
+        env = server_env(files, admin_key=None)
         print(f"tritonserver: {files.binary}\n--backend-directory={files.backend_dir}")
+        print(f"admin-key shim: {files.key_shim}" if files.key_shim else f"warning: {key_shim.NO_COMPILER}")
         print(f"export LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']}\nexport PATH={files.venv_bin}:$PATH")
         return 0
     if warning := shm_warning():
         print(f"warning: {warning}", file=sys.stderr)
     try:
         cmd = server_command(files, args.model_repository, args.http_port, args.grpc_port, args.metrics_port,
-                             args.exit_timeout_secs, extra=args.extra, host=args.host, admin_key=args.admin_key,
+                             args.exit_timeout_secs, extra=args.extra, host=args.host,
                              open_admin_apis=args.open_admin_apis)
-    except ValueError as e:
+        env = server_env(files, admin_key=os.environ.get(KEY_ENV) or None)
+    except (ValueError, ServerNotInstalled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sys.stdout.flush()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.serving.network import admin_headers
+from backend.serving.network import KEY_ENV, admin_headers
 from backend.serving.tritonserver import (
     DEFAULT_MODEL_REPOSITORY,
     join_log,
@@ -116,13 +116,15 @@ def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITO
     http, grpc, metrics = free_ports(3)
     admin_key = secrets.token_urlsafe(16)  # the restricted APIs stay restricted, as in `make serve`
     cmd = server_command(files, model_repository, http, grpc, metrics, exit_timeout_secs=10,
-                         explicit_models=[model], extra=extra, admin_key=admin_key)
-    env = server_env(files)
+                         explicit_models=[model], extra=extra)
+    env = server_env(files, admin_key=admin_key)  # the key goes to the shim, not on the command line
     log = open(log_path, "w")  # noqa: SIM115  (the server writes to it for its whole life)
     # A session of its own: a Ctrl-C in the test terminal must not reach the server directly, and
     # the fallback kill can take the server and its stub together.
     proc = start(cmd, env, log, start_new_session=True)
-    server = RunningServer(proc, http, grpc, metrics, log_path, env, admin_key)
+    # What tests reuse to run clients (perf_analyzer) holds the libraries, not the key.
+    client_env = {k: v for k, v in env.items() if k != KEY_ENV}
+    server = RunningServer(proc, http, grpc, metrics, log_path, client_env, admin_key)
     started = time.monotonic()
     if not wait_ready(http, model, START_TIMEOUT_S, alive=lambda: proc.poll() is None):
         server.stop(10)
