@@ -33,6 +33,7 @@ class EngineConfig:
     # calibrate on CUDA, fixed elsewhere
     refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
     max_refresh_wait: int = 0  # phase: passes before the oldest pending Refresh is taken beyond the allowance
+    refresh_slice: float = 2.0  # phase, overload: Refresh time beside running Reuse work, in multiples of it
     enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
     cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
@@ -74,7 +75,7 @@ class EngineConfig:
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(self.max_num_batched_tokens, self.max_num_seqs, self.scheduler, self.refresh_spread,
-                               self.max_refresh_wait)
+                               self.max_refresh_wait, self.refresh_slice)
 
     @classmethod
     def from_dict(cls, values: dict) -> EngineConfig:

@@ -19,18 +19,32 @@ between pure Reuse and Reuse + several Refreshes, 2x apart on an H200.)
 Refresh tokens also ride free while the cost model predicts the iteration is memory-bound:
 `max(t(reuse), t(knee))` (`Scheduler.last_target`), the knee being where compute becomes the limit;
 with CUDA graphs, only within the time the Reuse work alone takes replayed (a Refresh makes it eager).
-Bounded waiting: when no Refresh fits, the oldest one is taken anyway once it has been passed over
-`max_refresh_wait` times (0, the default: at once; a long prompt's Refresh, larger than any
-allowance, never holds the queue), or when the iteration would otherwise be empty, evicting the
-newest Reuse rows from this iteration if the token budget needs it. Reuse is never held back for a
-Refresh, and no Refresh waits for more than a bounded number of iterations.
+
+Fair progress under overload (`backend/fair_share.py`). Requests that refresh every step (block
+length 1, `cache: none`) can demand more Refresh work than any iteration holds. While requests are
+decoding (Reuse work in this iteration, or a running request that steps between Refreshes), the
+Refresh work of running requests, and of admissions that would refresh more than their share of the
+budget (1 / max_num_seqs of it) per iteration, is capped at the `refresh_slice`: what adds at most
+`refresh_slice` x the Reuse work's own predicted time. Decoding requests then step at a bounded
+slowdown (<= 1 + refresh_slice on the cost model's clock) however heavy the queue; normal admissions
+stay paced at their demand, and with nobody decoding, demand is served as it is. Under the cap each
+running request banks its max-min fair share of the capped allowance every iteration (light
+requests all they demand, heavy ones an equal rest), and the fullest bank relative to its Refresh
+goes first, the smaller Refresh among full ones: heavy requests take turns and a short one's block
+start is not queued behind them. A candidate that does not fit (the allowance, the token budget, the
+K/V pool, the running-request limit) is skipped, not waited for; one passed over `reserve_after`
+times for lack of pages reserves them: nothing behind it is admitted until it is. Bounded waiting:
+the first candidate in order is taken beyond the allowance when the iteration would otherwise be
+empty, or once passed over `max_refresh_wait` times (0, the default: at once) unless the capped
+pacing is in debt, evicting the newest Reuse rows from this iteration if the token budget needs it.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 from typing import TYPE_CHECKING
 
+from backend.fair_share import earn_shares, slice_tokens
 from backend.sequence import Phase, Status
 
 if TYPE_CHECKING:
@@ -44,6 +58,7 @@ class PhasePolicy:
         # allowance of 1.5 lumps takes one per iteration, and whatever is queued behind the running
         # requests' block boundaries (admissions) never gets its share.
         self.credit = 0.0
+        self.capped = False  # the last allowance was cut to the refresh slice (fair shares enforced)
 
     def schedule(self, s: Scheduler) -> Batch:
         cfg, cost = s.cfg, s.cost
@@ -60,42 +75,72 @@ class PhasePolicy:
                 kv += s.kv_bytes_read(r)
         reuse_tokens, refresh_tokens = cfg.max_num_batched_tokens - budget, 0
         free_until = self._free_until(cost, reuse_tokens, kv, bool(batch))
-        allowance = (1 + cfg.refresh_spread) * self._refresh_demand(s)
+        allowance = self._allowance(s, cost, reuse_tokens, kv, bool(batch))
         s.last_target, s.last_refresh_allowance = free_until, allowance
 
+        # Under the cap the fullest bank (relative to its Refresh) goes first, the smaller Refresh among
+        # full ones (work-conserving deficit round robin). Otherwise arrival order.
         candidates = sorted([r for r in s.running if r.needs_refresh] + list(s.waiting), key=lambda x: x.order)
+        if self.capped:
+            candidates.sort(key=lambda x: (-min(x.refresh_share / x.refresh_cost, 1.0), x.refresh_cost))
         # The carry is capped at one iteration's allowance plus the largest pending Refresh (what one
         # lump left over may carry), and at as much debt; nothing is banked while nothing is pending.
-        cap = allowance + max((r.refresh_cost for r in candidates), default=0)
-        self.credit = max(-cap, min(self.credit + allowance, cap)) if candidates else 0.0
+        carry = allowance + max((r.refresh_cost for r in candidates), default=0)
+        self.credit = max(-carry, min(self.credit + allowance, carry)) if candidates else 0.0
         scheduled: set[int] = set()
+        head = True  # the first eligible candidate: the only one ever taken beyond the allowance
         for r in candidates:
             if id(r) in s.preempted_now:
                 continue
             paid = r.refresh_cost <= self.credit
             fits = paid or cost.predict(refresh_tokens + r.refresh_cost, reuse_tokens, kv) <= free_until
-            # Beyond the allowance only for the head of the queue (nothing taken yet): bounded wait.
-            force = not scheduled and (not batch or r.refresh_wait >= cfg.max_refresh_wait)
+            force = head and not scheduled and (
+                not batch or (r.refresh_wait >= cfg.max_refresh_wait and (not self.capped or self.credit >= 0)))
+            head = False
             if not (fits or force):
-                break
+                continue
             if r.refresh_cost > budget:
-                if not force:
-                    break
-                budget += self._evict_reuse(batch, r.refresh_cost - budget)  # bounded wait beats newest Reuse
+                if force:  # bounded wait beats the newest Reuse
+                    budget += self._evict_reuse(batch, r.refresh_cost - budget)
                 if r.refresh_cost > budget:
-                    break
+                    continue
             if r.status == Status.WAITING:
-                if len(s.running) >= cfg.max_num_seqs or not s.admit(r, batch):
-                    break
+                if len(s.running) >= cfg.max_num_seqs:
+                    continue
+                if not s.admit(r, batch):
+                    if r.refresh_wait >= cfg.reserve_after:
+                        break  # its pages come first: admit nothing behind it
+                    continue
             batch.append((r, Phase.REFRESH))
             scheduled.add(id(r))
             budget -= r.refresh_cost
             refresh_tokens += r.refresh_cost
+            r.refresh_share = min(r.refresh_share, r.refresh_cost) - r.refresh_cost
             if paid or not fits:  # a free ride on a memory-bound iteration costs no credit; a forced one does
                 self.credit -= r.refresh_cost
         for r in candidates:  # waiting counts only iterations a candidate was passed over
             r.refresh_wait = 0 if id(r) in scheduled else r.refresh_wait + 1
         return batch
+
+    def _allowance(self, s: Scheduler, cost, reuse_tokens: int, kv: int, has_reuse: bool) -> float:
+        """This iteration's Refresh allowance; under the slice (`self.capped`), banks each running
+        request's fair share of it."""
+        cfg = s.cfg
+        spread, share = 1 + cfg.refresh_spread, cfg.max_num_batched_tokens / cfg.max_num_seqs
+        # Decoding requests to protect: Reuse work now, or a running request that steps between its
+        # Refreshes (at a block start now: its next steps are Reuse).
+        protect = has_reuse or any(r.refresh_period > 1 for r in s.running)
+        running = list(s.running)
+        admissible = list(s.waiting)[:max(0, cfg.max_num_seqs - len(running))]
+        heavy = [r for r in admissible if protect and r.refresh_cost / r.refresh_period > share]
+        demand = [spread * r.refresh_cost / r.refresh_period for r in running]
+        bounded = sum(demand) + sum(spread * r.refresh_cost / r.refresh_period for r in heavy)
+        others = sum(spread * r.refresh_cost / r.refresh_period for r in admissible) - (bounded - sum(demand))
+        cap = slice_tokens(cost, reuse_tokens, kv, cfg.refresh_slice) if protect else math.inf
+        self.capped = bounded > cap
+        # Waiting requests have had nothing yet: their banks stay full; running ones share the slice.
+        earn_shares(running, demand, min(sum(demand), cap), self.capped)
+        return min(bounded, cap) + others
 
     @staticmethod
     def _free_until(cost, reuse_tokens: int, kv: int, has_reuse: bool) -> float:
@@ -106,13 +151,6 @@ class PhasePolicy:
         if has_reuse and cost.graph_floor is not None:
             return cost.predict(reuse=reuse_tokens, kv_bytes=kv, graphed=True)
         return max(cost.predict(reuse=reuse_tokens, kv_bytes=kv), cost.predict(cost.knee_tokens, kv_bytes=kv))
-
-    @staticmethod
-    def _refresh_demand(s: Scheduler) -> float:
-        """Refresh tokens per iteration that keep up with the requests running and admissible."""
-        room = max(0, s.cfg.max_num_seqs - len(s.running))
-        return sum(r.refresh_cost / r.refresh_period for r in itertools.chain(s.running,
-                                                                            itertools.islice(s.waiting, room)))
 
     @staticmethod
     def _evict_reuse(batch: Batch, need: int) -> int:

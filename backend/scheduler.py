@@ -9,6 +9,7 @@ Policies are small objects that order the work; the mechanics (pages, preemption
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,6 +27,10 @@ class SchedulerConfig:
     policy: str = "fcfs"
     refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
     max_refresh_wait: int = 0  # phase: passes before the oldest pending Refresh is taken beyond the allowance
+    # phase: Refresh work an iteration may add beside running Reuse work, in multiples of that work's own
+    # predicted time, when demand exceeds it (a decoding request's slowdown under any load <= 1 + this)
+    refresh_slice: float = 2.0
+    reserve_after: int = 16  # phase: passes over a request that does not fit the K/V pool before it reserves it
 
     def __post_init__(self):
         if self.max_num_batched_tokens < 1:
@@ -38,6 +43,10 @@ class SchedulerConfig:
             raise ValueError(f"refresh_spread: must be >= 0, got {self.refresh_spread}")
         if self.max_refresh_wait < 0:
             raise ValueError(f"max_refresh_wait: must be >= 0, got {self.max_refresh_wait}")
+        if not self.refresh_slice > 0 or math.isinf(self.refresh_slice):
+            raise ValueError(f"refresh_slice: must be a finite number > 0, got {self.refresh_slice}")
+        if self.reserve_after < 0:
+            raise ValueError(f"reserve_after: must be >= 0, got {self.reserve_after}")
 
 
 class Scheduler:
@@ -121,6 +130,7 @@ class Scheduler:
         self.running.remove(r)
         self._drop_cache(r)
         r.status = Status.WAITING
+        r.refresh_share = math.inf  # it lost its cache through no fault of its own: its Refresh is paid
         r.num_preemptions += 1
         self.num_preemptions += 1
         self.preempted_now.add(id(r))

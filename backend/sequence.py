@@ -45,6 +45,7 @@ class Request:
     retention: float = 1.0  # share of cacheable positions each KV head keeps (set by the engine; 1 = dense)
     num_preemptions: int = 0
     refresh_wait: int = 0  # iterations this request's pending Refresh was passed over (phase policy)
+    refresh_share: float = math.inf  # phase under overload: Refresh tokens banked (backend/fair_share.py); inf: full
     first_delta_time: float | None = None
     finish_time: float | None = None
     _quotas: list[int] | None = None

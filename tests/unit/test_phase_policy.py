@@ -56,8 +56,11 @@ def _invariants(s: Scheduler, batch, ready_reuse, candidates, waits) -> None:
     refresh = [r for r, ph in batch if ph == Phase.REFRESH]
     # Reuse is never starved by Refresh: all ready Reuse work runs (the budget here holds it all).
     assert {id(r) for r in reuse} == {id(r) for r in ready_reuse}
-    # Order within the Refresh phase: the scheduled Refreshes are the oldest candidates, in order.
-    assert [id(r) for r in refresh] == [id(r) for r in candidates[:len(refresh)]]
+    # Order within the Refresh phase: the scheduled Refreshes are taken in arrival order; a candidate
+    # is passed over only when it does not fit (the allowance, its fair share, the budget, the pool).
+    order = [id(r) for r in candidates]
+    picked = [order.index(id(r)) for r in refresh]
+    assert picked == sorted(picked)
     # Refresh work stays within what the pacing carries (an allowance plus at most one lump left over)
     # or rides free under the memory-bound time, except the head of the queue taken alone (an empty
     # iteration or a long wait).
