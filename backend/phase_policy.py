@@ -22,9 +22,9 @@ with CUDA graphs, only within the time the Reuse work alone takes replayed (a Re
 
 Fair progress under overload (`backend/fair_share.py`). Requests that refresh every step (block
 length 1, `cache: none`) can demand more Refresh work than any iteration holds. While requests are
-decoding (Reuse work in this iteration, or a running request that steps between Refreshes), the
-Refresh work of running requests, and of admissions that would refresh more than their share of the
-budget (1 / max_num_seqs of it) per iteration, is capped at the `refresh_slice`: what adds at most
+decoding (Reuse work in this iteration, or a request running or admissible that steps between
+Refreshes), the Refresh work of running requests, and of admissions that would refresh more than
+their share of the budget (1 / max_num_seqs of it) per iteration, is capped at the `refresh_slice`: what adds at most
 `refresh_slice` x the Reuse work's own predicted time. Decoding requests then step at a bounded
 slowdown (<= 1 + refresh_slice on the cost model's clock) however heavy the queue; normal admissions
 stay paced at their demand, and with nobody decoding, demand is served as it is. Under the cap each
@@ -127,11 +127,12 @@ class PhasePolicy:
         request's fair share of it."""
         cfg = s.cfg
         spread, share = 1 + cfg.refresh_spread, cfg.max_num_batched_tokens / cfg.max_num_seqs
-        # Decoding requests to protect: Reuse work now, or a running request that steps between its
-        # Refreshes (at a block start now: its next steps are Reuse).
-        protect = has_reuse or any(r.refresh_period > 1 for r in s.running)
         running = list(s.running)
         admissible = list(s.waiting)[:max(0, cfg.max_num_seqs - len(running))]
+        # Decoding requests to protect: Reuse work now, or a request running or admissible that steps
+        # between its Refreshes (its next steps are Reuse: its admission must not wait for a heavy
+        # iteration either).
+        protect = has_reuse or any(r.refresh_period > 1 for r in (*running, *admissible))
         heavy = [r for r in admissible if protect and r.refresh_cost / r.refresh_period > share]
         demand = [spread * r.refresh_cost / r.refresh_period for r in running]
         bounded = sum(demand) + sum(spread * r.refresh_cost / r.refresh_period for r in heavy)
