@@ -129,7 +129,7 @@ class Engine:
                              f"the model's context of {cfg.max_sequence_length} positions")
         r = Request("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift)
         if params.sparse_retention < 1.0 and r.cacheable >= self.config.sparse_min_cached:
-            r.retention = params.sparse_retention
+            r.retention, r.min_kept = params.sparse_retention, self.config.page_size
         self.scheduler.check_fits(r)
         return r
 

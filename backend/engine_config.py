@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.sampling_params import parse_bool, parse_float, parse_int
+from backend.sampling_params import parse_bool, parse_float, parse_int, parse_retention
 from backend.scheduler import SchedulerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,8 +59,7 @@ class EngineConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.cuda_graph_max_seqs is not None and self.cuda_graph_max_seqs < 1:
             raise ValueError(f"cuda_graph_max_seqs: must be >= 1, got {self.cuda_graph_max_seqs}")
-        if not 0.0 < self.sparse_retention <= 1.0:
-            raise ValueError(f"sparse_retention: must be in (0, 1], got {self.sparse_retention}")
+        self.sparse_retention = parse_retention("sparse_retention", self.sparse_retention)  # a request's floor too
         for name in ("sparse_min_cached", "sparse_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")

@@ -18,7 +18,7 @@ from backend.param_parsing import (
     show,
 )
 
-__all__ = ["SamplingParams", "largest_block", "parse_bool", "parse_float", "parse_int", "parse_stop"]
+__all__ = ["SamplingParams", "largest_block", "parse_bool", "parse_float", "parse_int", "parse_retention", "parse_stop"]
 
 REMASKING = ("low_confidence", "random")
 CACHE_MODES = ("none", "dual")
@@ -30,6 +30,11 @@ MAX_STOP_CHARS = 256
 # Gumbel noise is scaled by the temperature: far above this every choice is already uniform, and
 # near the float64 limit the scaled noise overflows (a [MASK] logit of -inf would become NaN).
 MAX_TEMPERATURE = 100.0
+# The smallest share of cached K/V a sparse head may keep. Each head keeps at least one page's worth of
+# positions anyway (Request.cached_positions: a page is allocated whole, so fewer slots would save no
+# memory, only accuracy), so a smaller share could only mean "one page": 1e-9 once kept one position per
+# head and answered empty. Refused below this, by name, rather than read as something else.
+MIN_SPARSE_RETENTION = 0.01
 
 
 def largest_block(max_tokens: int, cap: int = DEFAULT_MAX_BLOCK) -> int:
@@ -38,10 +43,18 @@ def largest_block(max_tokens: int, cap: int = DEFAULT_MAX_BLOCK) -> int:
 
 
 def _share(name: str, v) -> float:
-    """A number in (0, 1]: a confidence threshold, a retention."""
+    """A number in (0, 1]: a confidence threshold."""
     v = parse_float(name, v)
     if not 0.0 < v <= 1.0:
         raise ValueError(f"{name}: must be in (0, 1], got {show(v)}")
+    return v
+
+
+def parse_retention(name: str, v) -> float:
+    """A sparse retention: a number in [MIN_SPARSE_RETENTION, 1]."""
+    v = parse_float(name, v)
+    if not MIN_SPARSE_RETENTION <= v <= 1.0:
+        raise ValueError(f"{name}: must be in [{MIN_SPARSE_RETENTION}, 1], got {show(v)}")
     return v
 
 
@@ -73,7 +86,7 @@ class SamplingParams:
         "seed": partial(parse_int, lo=0, hi=MAX_INT64),
         "stop": partial(parse_stop, max_count=MAX_STOP_STRINGS, max_chars=MAX_STOP_CHARS),
         "ignore_eos": parse_bool, "cache": partial(parse_str, choices=CACHE_MODES),
-        "sparse_retention": _share, "refresh_interval": _count,
+        "sparse_retention": parse_retention, "refresh_interval": _count,
     }
 
     def __post_init__(self):

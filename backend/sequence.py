@@ -43,6 +43,7 @@ class Request:
     error: str | None = None
     has_cache: bool = False  # the K/V pool holds a valid cache for the current block
     retention: float = 1.0  # share of cacheable positions each KV head keeps (set by the engine; 1 = dense)
+    min_kept: int = 0  # sparse: positions each KV head keeps at least (the engine sets one page)
     num_preemptions: int = 0
     refresh_wait: int = 0  # iterations this request's pending Refresh was passed over (phase policy)
     refresh_share: float = math.inf  # phase under overload: Refresh tokens banked (backend/fair_share.py); inf: full
@@ -124,9 +125,10 @@ class Request:
 
     @property
     def cached_positions(self) -> int:
-        """K/V slots per KV head: every cacheable position, or ceil(retention x that) when sparse."""
+        """K/V slots per KV head: every cacheable position, or ceil(retention x that) when sparse, but at
+        least `min_kept` (one page: pages are allocated whole, so fewer slots would save no memory)."""
         n = self.cacheable
-        return n if not self.sparse else min(n, math.ceil(self.retention * n))
+        return n if not self.sparse else min(n, max(self.min_kept, math.ceil(self.retention * n)))
 
     # --- denoising bookkeeping ------------------------------------------------------------------
     def quota(self) -> int | None:

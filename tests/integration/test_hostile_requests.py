@@ -55,6 +55,9 @@ REFUSED = [
      {"text_input": "12+34=", "sampling_parameters": sp(stop=["x" * 1_000_000])}, "sampling_parameters"),
     ("10 MB text_input", {"text_input": "1" * 10_000_000}, "text_input"),
     ("text_input longer than the context", {"text_input": "1" * 2000}, "text_input"),
+    # Issue 20: accepted once, kept one position per head and answered empty.
+    ("sparse_retention 1e-9", {"text_input": "12+34=", "sampling_parameters": sp(sparse_retention=1e-9)},
+     "sparse_retention"),
 ]
 
 

@@ -11,8 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backend.engine_config import EngineConfig
 from backend.param_parsing import MAX_INT32, MAX_INT64, MAX_JSON_DEPTH, parse_json_object
-from backend.sampling_params import MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TEMPERATURE, SamplingParams
+from backend.sampling_params import (
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
+    MAX_TEMPERATURE,
+    MIN_SPARSE_RETENTION,
+    SamplingParams,
+)
 
 FIELDS = sorted(SamplingParams._CONVERTERS)
 EDGE_NUMBERS = [0, 1, -1, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63), 10**4000, 1e30, 1e308,
@@ -132,3 +139,19 @@ def test_the_largest_legal_values_are_served():
     p = SamplingParams.from_dict({"seed": str(2**63 - 1), "temperature": MAX_TEMPERATURE, "max_tokens": 2**31 - 1,
                                   "block_length": 1, "steps": 2**31 - 1})
     assert (p.seed, p.max_tokens, p.steps) == (2**63 - 1, 2**31 - 1, 2**31 - 1)
+
+
+@pytest.mark.parametrize("value", [1e-9, 5e-324, 0.0099, "0.001", 0, -0.5, 1.0000001])
+def test_sparse_retention_below_the_floor_is_refused_by_name(value):
+    """Issue 20: 1e-9 was accepted, kept one position per head and answered empty."""
+    message = rf"^sparse_retention: must be in \[{MIN_SPARSE_RETENTION}, 1\]"
+    with pytest.raises(ValueError, match=message):
+        SamplingParams.from_dict({"sparse_retention": value})
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(sparse_retention=value)
+
+
+@pytest.mark.parametrize("value", [MIN_SPARSE_RETENTION, "0.01", 0.5, 1])
+def test_sparse_retention_from_the_floor_to_one_is_accepted(value):
+    assert SamplingParams.from_dict({"sparse_retention": value}).sparse_retention == float(value)
+    assert EngineConfig(sparse_retention=value).sparse_retention == float(value)

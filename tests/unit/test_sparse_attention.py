@@ -186,3 +186,23 @@ def test_bad_request_retention_names_the_field(tiny64, value):
     engine = _engine(tiny64)
     with pytest.raises(ValueError, match="^sparse_retention"):
         engine.make_params({"sparse_retention": value})
+
+
+def test_a_tiny_retention_keeps_one_page_per_head(tiny64):
+    """Issue 20: the smallest retention (0.01) keeps at least one page's worth of positions per head (a
+    page is allocated whole: fewer would save no memory), and every position when fewer are cacheable."""
+    engine = _engine(tiny64)  # sparse_min_cached=0: every request goes sparse
+    page, heads = engine.config.page_size, tiny64.config.num_kv_heads
+    sp = SamplingParams(max_tokens=16, block_length=8, ignore_eos=True, sparse_retention=0.01)
+    long = engine.add_request(list(range(1, 61)), sp)
+    short = engine.add_request([1, 2, 3], sp)
+    while not {long, short} <= set(engine.pool.entries):  # their first Refresh: each head selects its slots
+        engine.step()
+    r, s = engine.requests[long], engine.requests[short]
+    assert r.sparse and math.ceil(0.01 * r.cacheable) < page
+    assert r.cached_positions == page and engine.pool.entries[long].counts == [page] * heads
+    assert len(engine.pool.allocator.owned[long]) == heads  # one page per head: the least a head can hold
+    assert s.cacheable < page and s.cached_positions == s.cacheable
+    assert engine.pool.entries[short].counts == [s.cacheable] * heads
+    out = {o.request_id: o for o in engine.generate([list(range(1, 61))], sp)}
+    assert len(next(iter(out.values())).token_ids) == 16  # it decodes (ignore_eos: every token)
