@@ -21,6 +21,7 @@ from collections.abc import Callable
 from backend.engine import Engine
 from backend.outputs import RequestOutput
 from backend.sampling_params import SamplingParams
+from backend.sequence import Request
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class AsyncEngine:
         self._stop = False
         self._dead: str | None = None  # why the loop died, once it has
         self._ids = 0
-        self._stats = {"running": 0, "waiting": 0, "kv_pages_used": 0,
-                       "kv_pages_total": engine.pool.allocator.num_pages}
+        self._stats = engine.gauges()
         self._iterations: list = []  # engine IterationRecords not yet taken by take_iterations()
 
     def start(self) -> AsyncEngine:
@@ -80,6 +80,11 @@ class AsyncEngine:
     def submit(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None,
                on_output: Callable[[RequestOutput], None] | None = None) -> RequestStream:
         """Queue a request. Validation errors are raised here, in the caller's thread."""
+        return self.submit_validated(self.validate(prompt_ids, params), request_id, on_output)
+
+    def submit_validated(self, request: Request, request_id: str | None = None,
+                         on_output: Callable[[RequestOutput], None] | None = None) -> RequestStream:
+        """Queue a request that `validate` built (the intake validates once; nothing checks it again)."""
         with self._cv:
             if request_id is None:
                 self._ids += 1
@@ -89,15 +94,14 @@ class AsyncEngine:
                 raise EngineDead(f"the engine has stopped ({self._dead}); the model must be reloaded")
             if self._stop:  # the loop would never see it
                 raise RuntimeError("the engine is shutting down")
-            self.validate(prompt_ids, params)
-            self._inbox.append(("add", request_id, prompt_ids, params, on_output or stream.put))
+            self._inbox.append(("add", request_id, request, on_output or stream.put))
             self._cv.notify()
         return stream
 
-    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        """Raise the ValueError (naming the field) that submitting these inputs would raise. Reads only
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> Request:
+        """The request these inputs make, or the ValueError (naming the field) they raise. Reads only
         immutable settings, so it is safe off the loop thread."""
-        self.engine.validate(prompt_ids, params)
+        return self.engine.validate(prompt_ids, params)
 
     def abort(self, request_id: str) -> None:
         with self._cv:
@@ -173,12 +177,12 @@ class AsyncEngine:
 
     def _handle(self, item: tuple) -> None:
         if item[0] == "add":
-            _, rid, prompt_ids, params, sink = item
+            _, rid, request, sink = item
             try:
-                self.engine.add_request(prompt_ids, params, rid)
+                self.engine.add(request, rid)
                 self._sinks[rid] = sink
             except Exception as e:  # already validated; this is the last line of defence
-                sink(RequestOutput(rid, [], True, "error", str(e), len(prompt_ids)))
+                sink(RequestOutput(rid, [], True, "error", str(e), request.prompt_len))
         else:
             self.engine.abort(item[1])
 
@@ -193,8 +197,7 @@ class AsyncEngine:
                 log.exception("output callback for %s failed", out.request_id)
         engine = self.engine
         with self._cv:
-            self._stats.update(running=len(engine.scheduler.running), waiting=len(engine.scheduler.waiting),
-                               kv_pages_used=engine.pool.allocator.num_used)
+            self._stats = engine.gauges()
             log_ = engine.iteration_log
             while log_:
                 self._iterations.append(log_.popleft())

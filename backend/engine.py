@@ -52,8 +52,8 @@ class Engine:
         # engines gets exactly this engine's choice).
         self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
         graphs = self._graphs()
-        self.cost = self._cost_model(graphs)  # after kernels and graphs: it times the forwards that will run
-        self.scheduler = Scheduler(self.config.scheduler_config(), self.pool.allocator, self.cost,
+        cost = self._cost_model(graphs)  # after kernels and graphs: it times the forwards that will run
+        self.scheduler = Scheduler(self.config.scheduler_config(), self.pool.allocator, cost,
                                    model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
         self.scheduler.on_free = self.pool.forget
         self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.kernels,
@@ -70,6 +70,11 @@ class Engine:
         # Refits a calibrated cost model to the measured iterations (the log above is drained by the
         # async engine).
         self.refitter = Refitter()
+
+    @property
+    def cost(self) -> CostModel:
+        """The cost model the scheduler plans with (its one holder; refits replace it there)."""
+        return self.scheduler.cost
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -135,7 +140,10 @@ class Engine:
 
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
                     request_id: str | None = None) -> str:
-        r = self.validate(prompt_ids, params or self.make_params())
+        return self.add(self.validate(prompt_ids, params or self.make_params()), request_id)
+
+    def add(self, r: Request, request_id: str | None = None) -> str:
+        """Queue a request that `validate` built (it is not checked again)."""
         r.request_id = str(next(self._ids)) if request_id is None else str(request_id)
         if r.request_id in self.requests:
             raise ValueError(f"request_id: {r.request_id!r} is already in use")
@@ -150,6 +158,18 @@ class Engine:
         self._finish(r, "abort")
         self._pending.append(self._output(r, []))
         return True
+
+    def gauges(self) -> dict:
+        """What the serving metrics show: requests running and waiting, K/V pages used and in all."""
+        alloc = self.pool.allocator
+        return {"running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
+                "kv_pages_used": alloc.num_used, "kv_pages_total": alloc.num_pages}
+
+    def describe(self) -> str:
+        """One line for the server log: model, device, pool, scheduler and cost model."""
+        return (f"model {self.config.model} on {self.model.device} ({self.model.dtype}), "
+                f"{self.pool.allocator.num_pages} K/V pages, scheduler {self.config.scheduler}, cost model "
+                f"{'calibrated (refitted as it runs)' if self.cost.calibrated else 'fixed'} {self.cost.to_dict()}")
 
     def has_unfinished(self) -> bool:
         return bool(self._pending) or self.scheduler.has_work()
@@ -211,7 +231,7 @@ class Engine:
         self.iteration_log.append(record)
         refined = self.refitter.observe(self.cost, record)
         if refined is not self.cost:
-            self.cost = self.scheduler.cost = refined
+            self.scheduler.cost = refined
             (log.info if self.refitter.refits == 1 else log.debug)(
                 "cost model refitted from %d measured iterations: %s", len(self.refitter.window), refined.to_dict())
         return record

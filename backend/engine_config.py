@@ -17,23 +17,20 @@ MiB = 1 << 20
 
 
 @dataclass
-class EngineConfig:
+class EngineConfig(SchedulerConfig):
+    """The engine's settings: the scheduler's (max_num_batched_tokens, max_num_seqs, scheduler,
+    refresh_spread, max_refresh_wait, refresh_slice, reserve_after: `SchedulerConfig`) and these."""
+
     model: str = DEFAULT_MODEL  # checkpoint directory, or a preset name (random weights) such as "llada-8b"
     tokenizer: str | None = None  # directory with tokenizer files; default: the checkpoint directory
     dtype: str | None = None  # default: bfloat16 on CUDA, float32 on CPU
     device: str | None = None  # default: cuda when available, else cpu
-    max_num_batched_tokens: int = 4096  # tokens through the model per iteration
-    max_num_seqs: int = 64  # requests running at once
     page_size: int = 16  # K/V slots per page
     kv_cache_bytes: int | None = None  # K/V pool size; default: 256 MiB on CPU, profiled on CUDA
     gpu_memory_utilization: float = 0.90  # CUDA: fraction of device memory the engine may use in all
     logit_budget_bytes: int = 64 * MiB  # largest logit chunk of the budgeted decode head
-    scheduler: str = "phase"  # "phase" (phase-multiplexed) | "fcfs" | "static" (baselines)
     cost_model: str = "auto"  # "calibrate" (timed forwards at start), "fixed" (documented defaults), "auto":
     # calibrate on CUDA, fixed elsewhere
-    refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
-    max_refresh_wait: int = 0  # phase: passes before the oldest pending Refresh is taken beyond the allowance
-    refresh_slice: float = 2.0  # phase, overload: Refresh time beside running Reuse work, in multiples of it
     enforce_eager: bool = False  # CUDA: never replay captured CUDA graphs (Reuse steps run eagerly too)
     cuda_kernels: bool = True  # CUDA: Triton kernels (paged attention, fused layers); False: PyTorch paths
     cuda_graph_max_seqs: int | None = None  # largest captured Reuse batch; default max_num_seqs
@@ -53,7 +50,7 @@ class EngineConfig:
     def __post_init__(self):
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype: must be one of {DTYPES}, got {self.dtype!r}")
-        self.scheduler_config()  # the scheduler's own checks: budget, requests, policy, pacing
+        super().__post_init__()  # the scheduler's own checks: budget, requests, policy, pacing
         for name in ("page_size", "logit_budget_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -73,8 +70,7 @@ class EngineConfig:
             raise ValueError("default_sampling: expected a JSON object")
 
     def scheduler_config(self) -> SchedulerConfig:
-        return SchedulerConfig(self.max_num_batched_tokens, self.max_num_seqs, self.scheduler, self.refresh_spread,
-                               self.max_refresh_wait, self.refresh_slice)
+        return SchedulerConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SchedulerConfig)})
 
     @classmethod
     def from_dict(cls, values: dict) -> EngineConfig:

@@ -17,7 +17,7 @@ its requests clustered: their boundaries then collide every period, and iteratio
 between pure Reuse and Reuse + several Refreshes, 2x apart on an H200.)
 
 Refresh tokens also ride free while the cost model predicts the iteration is memory-bound:
-`max(t(reuse), t(knee))` (`Scheduler.last_target`), the knee being where compute becomes the limit;
+`max(t(reuse), t(knee))` (`last_target`), the knee being where compute becomes the limit;
 with CUDA graphs, only within the time the Reuse work alone takes replayed (a Refresh makes it eager).
 
 Fair progress under overload (`backend/fair_share.py`). Requests that refresh every step (block
@@ -59,6 +59,8 @@ class PhasePolicy:
         # requests' block boundaries (admissions) never gets its share.
         self.credit = 0.0
         self.capped = False  # the last allowance was cut to the refresh slice (fair shares enforced)
+        self.last_target: float | None = None  # the iteration time under which Refresh rides free
+        self.last_refresh_allowance: float | None = None  # the last iteration's Refresh tokens allowance
 
     def schedule(self, s: Scheduler) -> Batch:
         cfg, cost = s.cfg, s.cost
@@ -76,7 +78,7 @@ class PhasePolicy:
         reuse_tokens, refresh_tokens = cfg.max_num_batched_tokens - budget, 0
         free_until = self._free_until(cost, reuse_tokens, kv, bool(batch))
         allowance = self._allowance(s, cost, reuse_tokens, kv, bool(batch))
-        s.last_target, s.last_refresh_allowance = free_until, allowance
+        self.last_target, self.last_refresh_allowance = free_until, allowance
 
         # Under the cap the fullest bank (relative to its Refresh) goes first, the smaller Refresh among
         # full ones (work-conserving deficit round robin). Otherwise arrival order.

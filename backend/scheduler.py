@@ -22,9 +22,11 @@ Batch = list[tuple[Request, Phase]]
 
 @dataclass
 class SchedulerConfig:
+    """The scheduler's settings, declared once: `EngineConfig` extends this class."""
+
     max_num_batched_tokens: int = 4096  # token budget of one iteration
     max_num_seqs: int = 64  # requests running at once
-    policy: str = "fcfs"
+    scheduler: str = "phase"  # the policy: "phase" (phase-multiplexed) | "fcfs" | "static" (baselines)
     refresh_spread: float = 0.1  # phase: Refresh allowance per iteration beyond what keeps up with demand
     max_refresh_wait: int = 0  # phase: passes before the oldest pending Refresh is taken beyond the allowance
     # phase: Refresh work an iteration may add beside running Reuse work, in multiples of that work's own
@@ -37,8 +39,8 @@ class SchedulerConfig:
             raise ValueError(f"max_num_batched_tokens: must be >= 1, got {self.max_num_batched_tokens}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"scheduler: unknown policy {self.policy!r}; known: {sorted(POLICIES)}")
+        if self.scheduler not in POLICIES:
+            raise ValueError(f"scheduler: unknown policy {self.scheduler!r}; known: {sorted(POLICIES)}")
         if self.refresh_spread < 0:
             raise ValueError(f"refresh_spread: must be >= 0, got {self.refresh_spread}")
         if self.max_refresh_wait < 0:
@@ -56,9 +58,7 @@ class Scheduler:
         self.allocator = allocator
         self.cost = cost or CostModel()  # predicted iteration time (the `phase` policy's budget)
         self.kv_bytes_per_position = kv_bytes_per_position  # cached K/V of one position, all layers and heads
-        self.last_target: float | None = None  # phase: the iteration time under which Refresh rides free
-        self.last_refresh_allowance: float | None = None  # phase: the last iteration's Refresh tokens allowance
-        self.policy = POLICIES[cfg.policy]()
+        self.policy = POLICIES[cfg.scheduler]()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -76,7 +76,7 @@ class Scheduler:
                              f" the pool has {self.allocator.num_pages}")
 
     def add(self, r: Request) -> None:
-        self.check_fits(r)
+        """Queue a request that `check_fits` passed (the engine's `validate` checks it, once)."""
         r.status = Status.WAITING
         r.order = next(self._order)
         self.waiting.append(r)

@@ -64,13 +64,13 @@ def _invariants(s: Scheduler, batch, ready_reuse, candidates, waits) -> None:
     # Refresh work stays within what the pacing carries (an allowance plus at most one lump left over)
     # or rides free under the memory-bound time, except the head of the queue taken alone (an empty
     # iteration or a long wait).
-    cap = s.last_refresh_allowance + max((r.refresh_cost for r in candidates), default=0)
+    cap = s.policy.last_refresh_allowance + max((r.refresh_cost for r in candidates), default=0)
     reuse_tokens = sum(r.reuse_cost for r in reuse)
     kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
     taken = 0
     for r in refresh:
         taken += r.refresh_cost
-        if taken > cap and COST.predict(taken, reuse_tokens, kv) > s.last_target:
+        if taken > cap and COST.predict(taken, reuse_tokens, kv) > s.policy.last_target:
             assert r is refresh[0] and len(refresh) == 1
             assert not reuse or waits[id(r)] >= MAX_WAIT
     # The oldest candidate never waits longer than MAX_WAIT iterations (while there is room to run it).
@@ -128,7 +128,7 @@ def test_refresh_work_keeps_up_with_demand_plus_the_spread():
         allowance, spent = (1 + spread) * 64 * 512 / 32, 0
         for k in range(1, 11):
             batch = s.schedule()
-            assert s.last_refresh_allowance == pytest.approx(allowance)
+            assert s.policy.last_refresh_allowance == pytest.approx(allowance)
             spent += sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
             assert k * allowance - allowance - 512 <= spent <= k * allowance
             advance(s, batch)

@@ -36,7 +36,7 @@ def test_allocator_accounting():
 
 
 def test_token_budget_without_head_of_line_blocking():
-    s = Scheduler(SchedulerConfig(max_num_batched_tokens=40, max_num_seqs=8), PageAllocator(100, 4))
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=40, max_num_seqs=8, scheduler="fcfs"), PageAllocator(100, 4))
     big, small1, small2 = _req("big", 40), _req("s1", 4), _req("s2", 4)  # refresh costs 48, 12, 12
     s.cfg.max_num_batched_tokens = 48
     s.add(big)
@@ -50,7 +50,8 @@ def test_token_budget_without_head_of_line_blocking():
 
 
 def test_static_policy_runs_fixed_batches():
-    s = Scheduler(SchedulerConfig(max_num_batched_tokens=1000, max_num_seqs=2, policy="static"), PageAllocator(100, 4))
+    cfg = SchedulerConfig(max_num_batched_tokens=1000, max_num_seqs=2, scheduler="static")
+    s = Scheduler(cfg, PageAllocator(100, 4))
     for i in range(3):
         s.add(_req(f"r{i}", 5))
     assert [r.request_id for r, _ in s.schedule()] == ["r0", "r1"]
@@ -62,13 +63,13 @@ def test_static_policy_runs_fixed_batches():
 
 def test_admission_waits_for_pages_and_never_exceeds_the_pool():
     alloc = PageAllocator(5, 4)  # 20 slots; each request caches 12 + 8 - 4 = 16 slots = 4 pages
-    s = Scheduler(SchedulerConfig(max_num_batched_tokens=1000), alloc)
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=1000, scheduler="fcfs"), alloc)
     for i in range(3):
         s.add(_req(f"r{i}", 12))
     assert [r.request_id for r, _ in s.schedule()] == ["r0"]
     assert alloc.num_used == 4 and len(s.waiting) == 2
     with pytest.raises(ValueError, match="max_tokens"):
-        s.add(_req("huge", 40))  # could never fit: rejected at once
+        s.check_fits(_req("huge", 40))  # could never fit: the engine's validate rejects it at once
 
 
 def test_runner_reuse_after_refresh_matches_refresh(tiny64):
@@ -152,7 +153,7 @@ def test_preempt_and_resume_gives_identical_tokens(tiny64, refresh_interval):
 
 def test_an_older_request_takes_pages_back_from_the_newest():
     alloc = PageAllocator(5, 4)
-    s = Scheduler(SchedulerConfig(max_num_batched_tokens=1000), alloc)
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=1000, scheduler="fcfs"), alloc)
     old, mid, new = _req("old", 4), _req("mid", 4), _req("new", 4)  # 8 cached slots = 2 pages each
     for r in (old, mid, new):
         s.add(r)
