@@ -43,7 +43,6 @@ class ReuseGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.capture_seconds = 0.0
-        self.replays = 0
 
     @classmethod
     def for_engine(cls, model: DiffusionLM, pool: KVPool, config) -> ReuseGraphs:
@@ -121,5 +120,4 @@ class ReuseGraphs:
         self.cu[n + 1:b + 1].fill_(t)  # padded requests: no rows
         self.table_row[:n].copy_(inputs.reuse_table_row)
         self.graphs[b].replay()
-        self.replays += 1
         return self.outputs[b][:t]

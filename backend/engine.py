@@ -263,8 +263,6 @@ class Engine:
             keep, reason = len(prefix), "length"
         new = prefix[r.streamed:keep]
         r.streamed = max(r.streamed, keep)
-        if new and r.first_delta_time is None:
-            r.first_delta_time = time.monotonic()
         if reason is not None:
             self._finish(r, reason)
         return self._output(r, new) if new or reason else None
@@ -272,7 +270,6 @@ class Engine:
     def _finish(self, r: Request, reason: str, error: str | None = None) -> None:
         self.scheduler.remove(r)
         r.status, r.finish_reason, r.error = Status.FINISHED, reason, error
-        r.finish_time = time.monotonic()
         self.requests.pop(r.request_id, None)
 
     def _output(self, r: Request, new: list[int]) -> RequestOutput:

@@ -28,10 +28,6 @@ class PageAllocator:
         return self.heads * -(-slots // self.page_size)
 
     @property
-    def num_free(self) -> int:
-        return len(self._free)
-
-    @property
     def num_used(self) -> int:
         return self.num_pages - len(self._free)
 

@@ -47,7 +47,6 @@ class ModelRunner:
         self.graphs = graphs  # backend.cuda_graphs.ReuseGraphs, or None (eager)
         self.use_kernels = use_kernels  # the paged attention kernel where it can run (else its reference)
         self.sparse_window = sparse_window  # positions next to the block that sparse heads always keep
-        self.last_chunks = 0
         self.last_graphed = False  # the last forward replayed a CUDA graph
 
     @torch.inference_mode()
@@ -161,7 +160,7 @@ class ModelRunner:
 
     # --- decode -------------------------------------------------------------------------------
     def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:
-        tokens, conf, self.last_chunks = budgeted_decode(
+        tokens, conf, _ = budgeted_decode(
             hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, self.model.config.mask_token_id,
             sampling=inputs.sampling, any_random=inputs.any_random)
         tokens, conf = _to_host(tokens, conf)

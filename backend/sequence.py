@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import math
-import time
 from dataclasses import dataclass, field
 
 from backend.denoise import transfer_schedule
@@ -29,7 +28,6 @@ class Request:
     params: SamplingParams
     mask_token_id: int
     logit_shift: int = 0  # Dream: the hidden state of position p-1 predicts position p
-    arrival_time: float = field(default_factory=time.monotonic)
     order: int = 0  # admission order, set by the scheduler (strict, unlike clock readings)
 
     tokens: list[int] = field(init=False)
@@ -47,8 +45,6 @@ class Request:
     num_preemptions: int = 0
     refresh_wait: int = 0  # iterations this request's pending Refresh was passed over (phase policy)
     refresh_share: float = math.inf  # phase under overload: Refresh tokens banked (backend/fair_share.py); inf: full
-    first_delta_time: float | None = None
-    finish_time: float | None = None
     _quotas: list[int] | None = None
 
     def __post_init__(self):
@@ -149,9 +145,6 @@ class Request:
             self.step_in_block = 0
             self._quotas = None
             self.has_cache = False  # the next block starts with a Refresh
-
-    def generation(self) -> list[int]:
-        return self.tokens[self.prompt_len:]
 
     def committed_prefix(self) -> list[int]:
         """The generation up to its first [MASK] (list.index: C speed, called for every request every step)."""

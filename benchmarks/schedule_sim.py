@@ -135,7 +135,7 @@ def simulate(policy: str, items: list[workloads.WorkItem], device: DeviceModel, 
         while pending and pending[0][1].arrival <= now:
             i, it = pending.pop(0)
             params = SamplingParams(max_tokens=it.max_tokens, **{"ignore_eos": True, **sampling})
-            r = Request(str(i), [2] * it.prompt_len, params, mask_token_id=0, arrival_time=it.arrival)
+            r = Request(str(i), [2] * it.prompt_len, params, mask_token_id=0)
             s.add(r)
             by_id[r.request_id] = RequestRecord(i, it.kind, it.arrival, it.prompt_len)
             records.append(by_id[r.request_id])

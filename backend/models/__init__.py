@@ -6,12 +6,12 @@ import torch
 
 from backend.config import ModelConfig, preset
 from backend.models import dream, llada
-from backend.models.attention import AttentionContext, ExternalKVContext, PackedBatch, varlen_attention
+from backend.models.attention import AttentionContext, PackedBatch, varlen_attention
 from backend.models.transformer import DiffusionLM, init_random_
 
 ARCH_MODULES = {"llada": llada, "dream": dream}
 
-__all__ = ["AttentionContext", "DiffusionLM", "ExternalKVContext", "PackedBatch", "build_model",
+__all__ = ["AttentionContext", "DiffusionLM", "PackedBatch", "build_model",
            "default_dtype", "random_model", "varlen_attention"]
 
 

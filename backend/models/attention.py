@@ -101,32 +101,3 @@ class AttentionContext:
 
     def attend(self, layer: int, q, k, v, batch: PackedBatch) -> torch.Tensor:
         return varlen_attention(q, k, v, batch.seqlens, batch.seqlens, batch.cu_seqlens, batch.cu_seqlens)
-
-
-class ExternalKVContext(AttentionContext):
-    """Adds externally supplied K/V (already rotated) for positions not computed in this forward.
-
-    `cached[layer][i]` is `(k, v)` of shape [n_i, Hkv, D] for sequence i (n_i may be 0). With
-    `capture=True` the new K/V of every layer are kept in `captured[layer]` as packed tensors, which
-    is what a Refresh step stores into a cache.
-    """
-
-    def __init__(self, cached: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
-                 capture: bool = False):
-        self.cached = cached
-        self.capture = capture
-        self.captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def attend(self, layer: int, q, k, v, batch: PackedBatch) -> torch.Tensor:
-        if self.capture:
-            self.captured[layer] = (k, v)
-        if not self.cached:
-            return super().attend(layer, q, k, v, batch)
-        ks, vs, lens_k, start = [], [], [], 0
-        for i, n in enumerate(batch.seqlens):
-            ck, cv = self.cached[layer][i]
-            ks += [k[start:start + n], ck]
-            vs += [v[start:start + n], cv]
-            lens_k.append(n + ck.shape[0])
-            start += n
-        return varlen_attention(q, torch.cat(ks), torch.cat(vs), batch.seqlens, lens_k)

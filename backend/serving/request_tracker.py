@@ -49,11 +49,8 @@ class RequestTracker:
         self.arrival = clock()
         self._last_delta_at: float | None = None
         self._unsent_tokens = 0
-        self.sent_any = False
         self.finished = False
-        self.finish_reason: str | None = None
         self.num_output_tokens = 0
-        self.forwards = 0
         self.timing = Timing(between_deltas=[])
 
     def on_output(self, out) -> Reply | None:
@@ -63,7 +60,6 @@ class RequestTracker:
         text = self.detok.push(out.new_token_ids)
         self._unsent_tokens += len(out.new_token_ids)
         self.num_output_tokens = out.num_output_tokens
-        self.forwards = out.forwards
         if text:
             self._mark_delta()
         if out.finished:
@@ -74,7 +70,6 @@ class RequestTracker:
 
     def _finish(self, out, text: str) -> Reply:
         self.finished = True
-        self.finish_reason = out.finish_reason
         self.timing.end_to_end = self.clock() - self.arrival
         if out.finish_reason == "error":
             message = f"internal error: {out.error or 'engine failure'}"
@@ -91,7 +86,6 @@ class RequestTracker:
         tokens, self._unsent_tokens = self._unsent_tokens, 0
         if not self.request.stream:
             tokens = self.num_output_tokens
-        self.sent_any = True
         return Reply(text=text, final=final, finish_reason=finish_reason, num_output_tokens=tokens)
 
     def _mark_delta(self) -> None:

@@ -6,11 +6,40 @@ import pytest
 import torch
 
 from backend.config import preset
-from backend.models import ExternalKVContext, PackedBatch, build_model, random_model
+from backend.models import AttentionContext, PackedBatch, build_model, random_model, varlen_attention
 from tests.conftest import random_ids
 
 F64_TOL = 1e-10
 F32_TOL = 1e-4  # stated float32 tolerance (summation order differs between packed and single)
+
+
+class ExternalKVContext(AttentionContext):
+    """(Test helper) Adds externally supplied K/V (already rotated) for positions not computed in this forward.
+
+    `cached[layer][i]` is `(k, v)` of shape [n_i, Hkv, D] for sequence i (n_i may be 0). With
+    `capture=True` the new K/V of every layer are kept in `captured[layer]` as packed tensors, which
+    is what a Refresh step stores into a cache.
+    """
+
+    def __init__(self, cached: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+                 capture: bool = False):
+        self.cached = cached
+        self.capture = capture
+        self.captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def attend(self, layer: int, q, k, v, batch: PackedBatch) -> torch.Tensor:
+        if self.capture:
+            self.captured[layer] = (k, v)
+        if not self.cached:
+            return super().attend(layer, q, k, v, batch)
+        ks, vs, lens_k, start = [], [], [], 0
+        for i, n in enumerate(batch.seqlens):
+            ck, cv = self.cached[layer][i]
+            ks += [k[start:start + n], ck]
+            vs += [v[start:start + n], cv]
+            lens_k.append(n + ck.shape[0])
+            start += n
+        return varlen_attention(q, torch.cat(ks), torch.cat(vs), batch.seqlens, lens_k)
 
 
 def _alone(model, ids):
