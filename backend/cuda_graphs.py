@@ -18,6 +18,7 @@ import torch
 from backend.kv_pool import KVPool
 from backend.models import DiffusionLM, PackedBatch
 from backend.pool_attention import PoolAttention
+from backend.sampling_params import DEFAULT_MAX_BLOCK
 from backend.step_inputs import StepInputs
 from kernels.paged_attention import kernel_available
 
@@ -46,8 +47,8 @@ class ReuseGraphs:
 
     @classmethod
     def for_engine(cls, model: DiffusionLM, pool: KVPool, config) -> ReuseGraphs:
-        # Rows per request: the default block (32) plus Dream's extra row; smaller blocks fit too.
-        rows = 32 + model.config.logit_shift
+        # Rows per request: the default block (DEFAULT_MAX_BLOCK) plus Dream's extra row; smaller blocks fit too.
+        rows = DEFAULT_MAX_BLOCK + model.config.logit_shift
         return cls(model, pool, config.cuda_graph_max_seqs or config.max_num_seqs, rows)
 
     def _context(self, b: int) -> PoolAttention:

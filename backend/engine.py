@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 from collections import deque
@@ -22,7 +21,7 @@ from backend.loader import load_model
 from backend.models import DiffusionLM, default_dtype, random_model
 from backend.outputs import GenerationResult, RequestOutput
 from backend.runner import ModelRunner
-from backend.sampling_params import SamplingParams
+from backend.sampling_params import SamplingParams, checkpoint_defaults
 from backend.scheduler import Scheduler
 from backend.sequence import Phase, Request, Status
 from backend.stop_checker import StopChecker
@@ -89,7 +88,7 @@ class Engine:
             tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else path
             tokenizer = Tokenizer(tok_dir) if (tok_dir / "tokenizer.json").is_file() or (
                 tok_dir / "vocab.json").is_file() else None
-            defaults = _generation_defaults(path / "generation_config.json")
+            defaults = checkpoint_defaults(path)
         kv_bytes = cfg.kv_cache_bytes
         if kv_bytes is None and device.type == "cuda":
             from backend.memory_profile import kv_budget_after_profiling
@@ -127,8 +126,13 @@ class Engine:
         cfg = self.model_config
         if not prompt_ids:
             raise ValueError("prompt: is empty (at least one token is needed)")
-        if any(not isinstance(t, int) or not 0 <= t < cfg.vocab_size or t == cfg.mask_token_id for t in prompt_ids):
-            raise ValueError(f"prompt: token ids must be integers in [0, {cfg.vocab_size}) other than the mask id")
+        if len(prompt_ids) >= cfg.max_sequence_length:
+            raise ValueError(f"prompt: {len(prompt_ids)} tokens leave no room for generation in the model's context "
+                             f"of {cfg.max_sequence_length} positions")
+        if cfg.mask_token_id in prompt_ids:
+            raise ValueError("prompt: holds the mask token, which no prompt may contain")
+        if any(not isinstance(t, int) or not 0 <= t < cfg.vocab_size for t in prompt_ids):
+            raise ValueError(f"prompt: token ids must be integers in [0, {cfg.vocab_size})")
         if len(prompt_ids) + params.max_tokens > cfg.max_sequence_length:
             raise ValueError(f"max_tokens: prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceed "
                              f"the model's context of {cfg.max_sequence_length} positions")
@@ -296,11 +300,3 @@ class Engine:
             if self.tokenizer is not None:
                 res.text = self.tokenizer.decode(res.token_ids)
         return [results[i] for i in ids]
-
-
-def _generation_defaults(path: Path) -> dict:
-    """The SamplingParams keys of a checkpoint's generation_config.json (other keys are ignored)."""
-    if not path.is_file():
-        return {}
-    known = set(SamplingParams._CONVERTERS)
-    return {k: v for k, v in json.loads(path.read_text()).items() if k in known}

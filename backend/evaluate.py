@@ -20,12 +20,11 @@ import torch
 
 from backend import reference
 from backend.loader import load_model
-from backend.sampling_params import SamplingParams
+from backend.sampling_params import SamplingParams, checkpoint_defaults
 from backend.tokenizer import Tokenizer
 from backend.training import tasks
 
 Decoder = Callable[[list[list[int]], SamplingParams], list[tuple[list[int], int]]]
-GENERATION_CONFIG = "generation_config.json"
 
 
 def reference_decoder(model, stop_token_ids: list[int] | None = None) -> Decoder:
@@ -49,8 +48,7 @@ class TaskScore:
 
 
 def default_params(model_dir: str | Path) -> dict:
-    f = Path(model_dir) / GENERATION_CONFIG
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return checkpoint_defaults(model_dir)
 
 
 def evaluate(decoder: Decoder, tokenizer: Tokenizer, params: SamplingParams, examples: list[tasks.Example],

@@ -4,8 +4,10 @@ engine and the Triton adapter (which receives them as JSON whose values may be s
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from backend.param_parsing import (
     MAX_INT32,
@@ -158,3 +160,13 @@ class SamplingParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def checkpoint_defaults(checkpoint_dir: str | Path) -> dict:
+    """The decoding defaults a checkpoint ships (its generation_config.json): the keys that are
+    SamplingParams fields; the rest (transformers' own settings) is not ours to read."""
+    path = Path(checkpoint_dir) / "generation_config.json"
+    if not path.is_file():
+        return {}
+    known = set(SamplingParams._CONVERTERS)
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in known}

@@ -27,19 +27,12 @@ _ENGINE_PROMPT = "prompt: "
 class PromptLimits:
     context: int  # positions of the model's context (prompt + generation)
     max_token_bytes: int  # most bytes of text one token stands for
-    mask_token_id: int | None = None  # never allowed in a prompt
+    mask_token_id: int | None = None  # unused: the engine's `validate` refuses it (kept for callers)
 
     @property
     def max_prompt_bytes(self) -> int:
         # Twice the exact bound: a tokenizer's normalizer may shrink text before it is split.
         return 2 * (self.context - 1) * self.max_token_bytes
-
-    def check_tokens(self, prompt_ids: list[int]) -> None:
-        if len(prompt_ids) >= self.context:
-            raise InvalidInput(f"text_input: {len(prompt_ids)} tokens leave no room for generation in the "
-                               f"model's context of {self.context} positions")
-        if self.mask_token_id is not None and self.mask_token_id in prompt_ids:
-            raise InvalidInput("text_input: holds the mask token, which no prompt may contain")
 
 
 @dataclass
@@ -47,6 +40,7 @@ class Prepared:
     request: GenerateRequest
     prompt_ids: list[int]
     params: SamplingParams
+    engine_request: object = None  # what the engine's `validate` built: handed to the engine as it is
 
 
 class Intake:
@@ -63,9 +57,8 @@ class Intake:
         req = parse_request(get_input, parameters_json, self.limits.max_prompt_bytes)
         params = _client_errors(self._make_params, req.sampling)
         prompt_ids = self._encode(req.prompt)
-        self.limits.check_tokens(prompt_ids)
-        _client_errors(self._validate, prompt_ids, params)
-        return Prepared(req, prompt_ids, params)
+        engine_request = _client_errors(self._validate, prompt_ids, params)
+        return Prepared(req, prompt_ids, params, engine_request)
 
 
 def names_a_field(message: str) -> bool:
