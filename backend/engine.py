@@ -52,9 +52,8 @@ class Engine:
         self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
         graphs = self._graphs()
         cost = self._cost_model(graphs)  # after kernels and graphs: it times the forwards that will run
-        self.scheduler = Scheduler(self.config.scheduler_config(), self.pool.allocator, cost,
+        self.scheduler = Scheduler(self.config.scheduler_config(), self.pool, cost,
                                    model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
-        self.scheduler.on_free = self.pool.forget
         self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.kernels,
                                   self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
@@ -245,8 +244,8 @@ class Engine:
         self.stats["forwards"] += 1
         self.stats["refresh_rows" if phase == Phase.REFRESH else "reuse_rows"] += (
             r.refresh_cost if phase == Phase.REFRESH else r.reuse_cost)
-        if phase == Phase.REFRESH and self.pool.allocator.holds(r.request_id):
-            r.has_cache = True
+        if phase == Phase.REFRESH and self.pool.holds(r.request_id):
+            r.cached_block = r.block  # the Refresh stored this block's cache
         chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold).tolist()
         r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen])
         self.stats["committed"] += len(chosen)

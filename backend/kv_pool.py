@@ -113,11 +113,29 @@ class KVPool:
         table[:, :per_head] = np.asarray(entry.pages, dtype=np.int32).reshape(self.heads, per_head)
         return table, np.asarray(entry.counts, dtype=np.int32)
 
-    def forget(self, request_id: str) -> None:
-        """Drop a request's index and table row (its pages are freed by the allocator's owner)."""
+    # --- a cache's lifetime (the scheduler's interface, as PageAllocator's) ---------------------
+    @property
+    def num_pages(self) -> int:
+        return self.allocator.num_pages
+
+    def pages_for(self, slots: int) -> int:
+        return self.allocator.pages_for(slots)
+
+    def can_reserve(self, slots: int) -> bool:
+        return self.allocator.can_reserve(slots)
+
+    def holds(self, request_id: str) -> bool:
+        return self.allocator.holds(request_id)
+
+    def reserve(self, request_id: str, slots: int) -> list[int]:
+        return self.allocator.reserve(request_id, slots)
+
+    def release(self, request_id: str) -> int:
+        """Free a request's pages, and with them its index and table row."""
         entry = self.entries.pop(request_id, None)
         if entry is not None:
             self._free_rows.append(entry.table_row)
+        return self.allocator.release(request_id)
 
     # --- physical side ------------------------------------------------------------------------
     def store(self, layer: int, dest: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

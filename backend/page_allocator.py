@@ -4,7 +4,9 @@ can ask "does this fit?" without touching device memory).
 A page holds `page_size` slots of ONE KV head (the head-centric layout: each head of a request has
 its own pages, so heads may keep different positions and counts). A request caching `slots`
 positions per head therefore needs `heads * ceil(slots / page_size)` pages; head h owns the h-th
-equal share of the request's page list."""
+equal share of the request's page list. The scheduler reserves and releases through this interface
+(`reserve`, `release`, `can_reserve`, `holds`, `pages_for`, `num_pages`); `KVPool` offers the same
+one, so with a pool it is the pool that owns a cache's lifetime (pages and index together)."""
 
 from __future__ import annotations
 
@@ -31,12 +33,12 @@ class PageAllocator:
     def num_used(self) -> int:
         return self.num_pages - len(self._free)
 
-    def can_allocate(self, slots: int) -> bool:
+    def can_reserve(self, slots: int) -> bool:
         return self.pages_for(slots) <= len(self._free)
 
-    def allocate(self, owner: str, slots: int) -> list[int]:
+    def reserve(self, owner: str, slots: int) -> list[int]:
         """Give `owner` pages for `slots` slots per head (replacing what it held)."""
-        self.free(owner)
+        self.release(owner)
         n = self.pages_for(slots)
         if n > len(self._free):
             raise OutOfPages(f"kv pool: {owner} needs {n} pages, {len(self._free)} free")
@@ -44,7 +46,7 @@ class PageAllocator:
         self.owned[owner] = pages
         return pages
 
-    def free(self, owner: str) -> int:
+    def release(self, owner: str) -> int:
         pages = self.owned.pop(owner, [])
         self._free.extend(reversed(pages))
         return len(pages)

@@ -72,7 +72,7 @@ class ModelRunner:
             positions.append(np.arange(lo, hi, dtype=np.int64))
             seqlens.append(hi - lo)
             if refresh:
-                if self.pool is not None and self.pool.allocator.holds(r.request_id):
+                if self.pool is not None and self.pool.holds(r.request_id):
                     kept = np.asarray(r.cacheable_positions(), dtype=np.int64)
                     if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
                         entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)

@@ -14,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from backend.cost_model import CostModel
-from backend.page_allocator import PageAllocator
 from backend.sequence import Phase, Request, Status
 
 Batch = list[tuple[Request, Phase]]
@@ -52,10 +51,12 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, cfg: SchedulerConfig, allocator: PageAllocator | None, cost: CostModel | None = None,
+    def __init__(self, cfg: SchedulerConfig, cache, cost: CostModel | None = None,
                  kv_bytes_per_position: int = 0):
         self.cfg = cfg
-        self.allocator = allocator
+        # Reserves and releases K/V pages (a KVPool, or a PageAllocator in tensor-free models; None: no
+        # pool): the same small interface, see backend/page_allocator.py.
+        self.cache = cache
         self.cost = cost or CostModel()  # predicted iteration time (the `phase` policy's budget)
         self.kv_bytes_per_position = kv_bytes_per_position  # cached K/V of one position, all layers and heads
         self.policy = POLICIES[cfg.scheduler]()
@@ -71,9 +72,9 @@ class Scheduler:
         if r.refresh_cost > self.cfg.max_num_batched_tokens:
             raise ValueError(f"max_tokens: prompt ({r.prompt_len}) + max_tokens ({r.params.max_tokens}) = "
                              f"{r.refresh_cost} tokens exceed max_num_batched_tokens={self.cfg.max_num_batched_tokens}")
-        if self.allocator is not None and self.allocator.pages_for(r.cached_positions) > self.allocator.num_pages:
-            raise ValueError(f"max_tokens: the request needs {self.allocator.pages_for(r.cached_positions)} K/V pages,"
-                             f" the pool has {self.allocator.num_pages}")
+        if self.cache is not None and self.cache.pages_for(r.cached_positions) > self.cache.num_pages:
+            raise ValueError(f"max_tokens: the request needs {self.cache.pages_for(r.cached_positions)} K/V pages,"
+                             f" the pool has {self.cache.num_pages}")
 
     def add(self, r: Request) -> None:
         """Queue a request that `check_fits` passed (the engine's `validate` checks it, once)."""
@@ -108,19 +109,19 @@ class Scheduler:
 
     def _acquire_pages(self, r: Request, batch: Batch) -> bool:
         slots = r.cached_positions
-        if self.allocator is None or slots == 0:
+        if self.cache is None or slots == 0:
             return True
         in_batch = {id(x) for x, _ in batch}
-        while not self.allocator.can_allocate(slots):
+        while not self.cache.can_reserve(slots):
             victims = [x for x in self.running if x.order > r.order and id(x) not in in_batch
-                       and self.allocator.holds(x.request_id)]
+                       and self.cache.holds(x.request_id)]
             if not victims:
                 return False
             # Newest first, but a request about to Refresh anyway loses nothing (not even answer
             # stability: its next step rebuilds the cache either way), so it goes before the rest.
             at_refresh = [x for x in victims if x.needs_refresh]
             self.preempt((at_refresh or victims)[-1])
-        self.allocator.allocate(r.request_id, slots)
+        self.cache.reserve(r.request_id, slots)
         return True
 
     def preempt(self, r: Request) -> None:
@@ -138,17 +139,14 @@ class Scheduler:
         self.waiting.insert(len(older), r)
 
     def _drop_cache(self, r: Request) -> None:
-        r.has_cache = False
-        if self.allocator is not None:
-            self.allocator.free(r.request_id)
-            self.on_free(r.request_id)
+        r.cached_block = None
+        if self.cache is not None:
+            self.cache.release(r.request_id)
 
     def kv_bytes_read(self, r: Request) -> int:
         """Cached K/V a Reuse step of `r` attends to (what the cost model charges beyond the weights)."""
         return r.cached_positions * self.kv_bytes_per_position
 
-    def on_free(self, request_id: str) -> None:
-        """Hook for the engine to drop the pool's index of a request whose pages were freed."""
 
 
 def phase_of(r: Request) -> Phase:

@@ -39,7 +39,7 @@ class Request:
     status: Status = Status.WAITING
     finish_reason: str | None = None
     error: str | None = None
-    has_cache: bool = False  # the K/V pool holds a valid cache for the current block
+    cached_block: int | None = None  # the block whose cache the K/V pool holds (None: no cache)
     retention: float = 1.0  # share of cacheable positions each KV head keeps (set by the engine; 1 = dense)
     min_kept: int = 0  # sparse: positions each KV head keeps at least (the engine sets one page)
     num_preemptions: int = 0
@@ -79,7 +79,7 @@ class Request:
     @property
     def needs_refresh(self) -> bool:
         p = self.params
-        if p.cache == "none" or not self.has_cache or self.step_in_block == 0:
+        if p.cache == "none" or self.cached_block != self.block or self.step_in_block == 0:
             return True
         return p.refresh_interval is not None and self.step_in_block % p.refresh_interval == 0
 
@@ -144,7 +144,6 @@ class Request:
             self.block += 1
             self.step_in_block = 0
             self._quotas = None
-            self.has_cache = False  # the next block starts with a Refresh
 
     def committed_prefix(self) -> list[int]:
         """The generation up to its first [MASK] (list.index: C speed, called for every request every step)."""

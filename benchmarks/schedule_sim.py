@@ -107,9 +107,8 @@ def advance(s: Scheduler, batch: Batch) -> list[Request]:
     (left to right), the last block finishes it. Returns the requests that finished."""
     done = []
     for r, phase in batch:
-        if phase == Phase.REFRESH and (s.allocator is None or s.allocator.holds(r.request_id)
-                                       or r.cached_positions == 0):
-            r.has_cache = True
+        if phase == Phase.REFRESH and (s.cache is None or s.cache.holds(r.request_id) or r.cached_positions == 0):
+            r.cached_block = r.block
         masked = r.masked_positions()
         n = r.quota() or len(masked)
         r.commit(masked[:n], [1] * n)

@@ -27,12 +27,12 @@ def _req(rid, prompt_len, max_tokens=8, block=4, **kw) -> Request:
 
 def test_allocator_accounting():
     a = PageAllocator(4, 16)
-    assert a.pages_for(33) == 3 and a.can_allocate(64) and not a.can_allocate(65)
-    a.allocate("x", 20)
+    assert a.pages_for(33) == 3 and a.can_reserve(64) and not a.can_reserve(65)
+    a.reserve("x", 20)
     assert a.num_used == 2 and a.holds("x")
     with pytest.raises(OutOfPages):
-        a.allocate("y", 40)
-    assert a.free("x") == 2 and a.num_used == 0
+        a.reserve("y", 40)
+    assert a.release("x") == 2 and a.num_used == 0
 
 
 def test_token_budget_without_head_of_line_blocking():
@@ -80,7 +80,7 @@ def test_runner_reuse_after_refresh_matches_refresh(tiny64):
     reqs = [Request(f"r{i}", list(range(1, n)), SamplingParams(max_tokens=16, block_length=8), cfg.mask_token_id,
                     cfg.logit_shift) for i, n in enumerate((5, 13))]
     for r in reqs:
-        pool.allocator.allocate(r.request_id, r.cached_positions)
+        pool.reserve(r.request_id, r.cached_positions)
     fresh = runner.run([(r, Phase.REFRESH) for r in reqs])
     reused = runner.run([(r, Phase.REUSE) for r in reqs])
     for a, b in zip(fresh, reused, strict=True):
@@ -161,7 +161,7 @@ def test_an_older_request_takes_pages_back_from_the_newest():
     s.preempt(old)  # e.g. dropped for memory earlier
     assert s.admit(new, []) and alloc.num_used == 4  # the newest got in meanwhile
     for r in (mid, new):
-        r.has_cache, r.step_in_block = True, 1  # both mid-block: no Refresh pending
+        r.cached_block, r.step_in_block = r.block, 1  # both mid-block: no Refresh pending
     batch = s.schedule()
     assert ("old", Phase.REFRESH) in [(r.request_id, ph) for r, ph in batch]
     assert [r.request_id for r in s.waiting] == ["new"]  # the newest was preempted, not "mid"
