@@ -3,7 +3,9 @@
 The engine's loop only drops each output into a queue (its `on_output` callback), so detokenizing,
 building tensors, sending, checking cancellation and updating metrics never slow an engine iteration.
 Everything about active requests is touched by this thread alone: `submit` (on Triton's `execute`
-thread) registers a request through the same queue, ahead of the engine's first output for it.
+thread) registers a request through the same queue, ahead of the engine's first output for it, and
+`refuse` hands over the requests `execute` refuses. Nothing is written while the model is unavailable
+to new requests (write_gate.py: Triton 2.51 crashes otherwise); the queued work waits, in order.
 
 `pb` is `triton_python_backend_utils`, passed in so that this module imports (and is unit-tested)
 without Triton.
@@ -15,12 +17,14 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from backend.serving.intake import names_a_field
 from backend.serving.request_tracker import Reply, RequestTracker
+from backend.serving.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ _NEW, _OUTPUT, _FAIL, _STOP = "new", "output", "fail", "stop"
 @dataclass
 class _Active:
     sender: object  # the request's response sender
-    tracker: RequestTracker
+    tracker: RequestTracker | None  # None: refused at execute, only an error to send
     cancelled: bool = False
     first_delta_reported: bool = False
     checked_at: float = 0.0  # last is_cancelled() call: each costs a round trip to the server process
@@ -38,11 +42,13 @@ class _Active:
 
 class Responder:
     def __init__(self, engine, pb, metrics=None, poll_interval: float = 0.1, stats_interval: float = 0.5,
-                 log_info=None):
+                 log_info=None, gate: WriteGate | None = None):
         """`engine`: a backend.async_engine.AsyncEngine (submit, abort, stats). `poll_interval`: how often
         requests without output are checked for cancellation (the client gave up or disconnected).
-        `log_info`: where to report cancellations (Triton's log), one line each."""
+        `log_info`: where to report cancellations (Triton's log), one line each. `gate`: when writes may
+        go out (default: always)."""
         self._engine = engine
+        self.gate = gate or WriteGate()
         self._log_info = log_info or log.info
         self._pb = pb
         self._metrics = metrics
@@ -71,6 +77,12 @@ class Responder:
             message = str(e) if invalid else f"internal error: {type(e).__name__}: {e}"
             self._queue.put((_FAIL, request_id, (message, invalid)))
 
+    def refuse(self, request_id: str, sender, message: str, invalid: bool) -> None:
+        """Answer a request `execute` did not accept with one error (INVALID_ARG if `invalid`, else
+        INTERNAL), sent by this thread like every other response."""
+        self._queue.put((_NEW, request_id, _Active(sender, None)))
+        self._queue.put((_FAIL, request_id, (message, invalid)))
+
     def stop(self, timeout: float = 30.0) -> bool:
         """Finish the queued work (call after the engine has shut down and sent its last outputs),
         close the streams the engine never finished, and end the thread: after this no sender is
@@ -87,31 +99,61 @@ class Responder:
 
     def _run(self) -> None:
         last_poll = last_stats = time.monotonic()
+        work: deque = deque()  # taken from the queue, not yet handled (held while the gate is shut)
         while True:
             try:
-                kind, request_id, payload = self._queue.get(timeout=self._poll)
+                work.append(self._queue.get(timeout=self._poll))
+                while True:
+                    work.append(self._queue.get_nowait())
             except queue.Empty:
-                kind = None
-            if kind == _STOP:
-                break
+                pass
+            stopping = any(kind == _STOP for kind, _, _ in work)
+            held = False
+            while work:
+                kind, request_id, payload = work[0]
+                # Ask before each item that may write (the gate reuses an answer for a few ms). Stop
+                # comes from finalize, which Triton calls only once every request has had its final
+                # response: what is left then is bookkeeping, and the gate is not asked.
+                if kind in (_OUTPUT, _FAIL) and not stopping and not self._gate_open():
+                    held = True
+                    break
+                work.popleft()
+                if kind != _STOP:
+                    self._handle(kind, request_id, payload)
+            now = time.monotonic()
             try:
-                if kind == _NEW:
-                    self._active[request_id] = payload
-                elif kind == _FAIL:
-                    self._fail(request_id, *payload)
-                elif kind == _OUTPUT:
-                    self._on_output(request_id, payload)
-                now = time.monotonic()
                 if now - last_poll >= self._poll:
                     last_poll = now
-                    self._check_cancelled()
+                    self._check_cancelled()  # asks, writes nothing: also while held
                 if now - last_stats >= self._stats_interval:
                     last_stats = now
                     self._update_gauges()
-            except Exception:  # one bad response must not stop the thread that serves all the others
-                log.exception("dllm responder: failed handling %s for %s", kind, request_id)
+            except Exception:
+                log.exception("dllm responder: failed checking cancellations or updating gauges")
+            if stopping:
+                break
+            if held:
+                time.sleep(self._poll)  # outputs keep coming: ask the server again only this often
         self._update_gauges()
         self._close_leftovers()
+
+    def _gate_open(self) -> bool:
+        try:
+            return self.gate.open()
+        except Exception:  # a broken check must not stop every stream
+            log.exception("dllm responder: write gate failed; writing")
+            return True
+
+    def _handle(self, kind: str, request_id: str, payload) -> None:
+        try:
+            if kind == _NEW:
+                self._active[request_id] = payload
+            elif kind == _FAIL:
+                self._fail(request_id, *payload)
+            elif kind == _OUTPUT:
+                self._on_output(request_id, payload)
+        except Exception:  # one bad response must not stop the thread that serves all the others
+            log.exception("dllm responder: failed handling %s for %s", kind, request_id)
 
     def _on_output(self, request_id: str, out) -> None:
         entry = self._active.get(request_id)

@@ -38,6 +38,7 @@ from backend.serving.request_tracker import RequestTracker  # noqa: E402
 from backend.serving.responder import Responder  # noqa: E402
 from backend.serving.settings import load_settings  # noqa: E402
 from backend.serving.stub_reaper import StubReaper  # noqa: E402
+from backend.serving.write_gate import WriteGate  # noqa: E402
 
 
 def _input(request, name: str):
@@ -71,7 +72,12 @@ class TritonPythonModel:
                              engine.make_params, self.engine.validate, limits)
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"],
                                       args["model_instance_name"])
-        self.responder = Responder(self.engine, pb_utils, self.metrics, log_info=pb_utils.Logger.log_info)
+        # Responses wait while Triton refuses requests for this model (unloading, or its successor
+        # loading): see backend/serving/write_gate.py.
+        model_name = args["model_name"]
+        gate = WriteGate(lambda: pb_utils.is_model_ready(model_name), log_info=pb_utils.Logger.log_info)
+        self.responder = Responder(self.engine, pb_utils, self.metrics, log_info=pb_utils.Logger.log_info,
+                                   gate=gate)
         self.responder.start()
         self.reaper = StubReaper.for_this_stub()
         self._ids = itertools.count()
@@ -92,32 +98,27 @@ class TritonPythonModel:
 
     def _accept(self, request) -> None:
         sender = request.get_response_sender()
+        # Our own id: clients may reuse theirs (or send none), the engine needs unique ones.
+        request_id = f"{request.request_id() or 'req'}#{next(self._ids)}"
         dead = self.engine.dead
         if dead is not None:
             if not self._death_logged:
                 self._death_logged = True
                 pb_utils.Logger.log_error(f"dllm: the engine loop has stopped ({dead}); failing every request "
                                           "until the model is reloaded")
-            self._fail(sender, f"internal error: the engine has stopped ({dead}); the model must be reloaded",
-                       pb_utils.TritonError.INTERNAL)
+            self.responder.refuse(request_id, sender, f"internal error: the engine has stopped ({dead}); the "
+                                  "model must be reloaded", invalid=False)
             return
         try:
             prepared = self.intake.prepare(lambda name: _input(request, name), request.parameters())
         except InvalidInput as e:  # the message starts with the field's name
-            self._fail(sender, str(e), pb_utils.TritonError.INVALID_ARG)
+            self.responder.refuse(request_id, sender, str(e), invalid=True)
             return
         except Exception as e:
-            self._fail(sender, f"internal error: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)
+            self.responder.refuse(request_id, sender, f"internal error: {type(e).__name__}: {e}", invalid=False)
             return
         tracker = RequestTracker(prepared.request, len(prepared.prompt_ids), self.tokenizer.decode)
-        # Our own id: clients may reuse theirs (or send none), the engine needs unique ones.
-        request_id = f"{request.request_id() or 'req'}#{next(self._ids)}"
         self.responder.submit(request_id, sender, tracker, prepared.prompt_ids, prepared.params)
-
-    @staticmethod
-    def _fail(sender, message: str, code) -> None:
-        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)),
-                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def finalize(self):
         # Order matters: the engine's shutdown sends a final output for every pending request, the
@@ -133,5 +134,6 @@ class TritonPythonModel:
                 if not done]
         if busy:
             pb_utils.Logger.log_warn(f"dllm: finalize went on with the {' and '.join(busy)} still busy")
+        pb_utils.Logger.log_info(f"dllm: response thread: {self.responder.gate.summary()}")
         self.engine = self.responder = self.metrics = self.tokenizer = self.intake = self.reaper = None
         pb_utils.Logger.log_info(f"dllm: engine stopped ({pending} requests were still active)")
