@@ -10,14 +10,14 @@
 # pass -e DLLM_ADMIN_KEY=<secret> and send the header `dllm-admin-key: <secret>` (gRPC metadata
 # `triton-grpc-protocol-dllm-admin-key`); never expose the shared-memory API to untrusted clients.
 # The key reaches tritonserver through the environment and a preloaded shim, never its command line
-# (backend/serving/admin_key_shim.c, built in the first stage: the runtime image has no compiler).
+# (backend/server/admin_key_shim.c, built in the first stage: the runtime image has no compiler).
 # A real checkpoint: mount it and an engine.json that names it (see the README):
 #   docker run --gpus all --shm-size=1g -p 8000-8002:8000-8002 \
 #     -v /data/LLaDA-8B-Instruct:/checkpoints/llada:ro \
 #     -v $PWD/engine.json:/models/dllm/1/engine.json:ro dllm-serve
 FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS shim
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
-COPY backend/serving/admin_key_shim.c /tmp/
+COPY backend/server/admin_key_shim.c /tmp/
 RUN gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o /tmp/libdllm_admin_key.so /tmp/admin_key_shim.c -ldl
 
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
@@ -40,7 +40,7 @@ RUN pip install --no-cache-dir .
 COPY model_repository /models
 
 EXPOSE 8000 8001 8002
-# The same restriction as backend/serving/network.py applies to `make serve`: "@DLLM_ADMIN_KEY" is the
+# The same restriction as backend/server/network.py applies to `make serve`: "@DLLM_ADMIN_KEY" is the
 # placeholder the shim replaces with "=<key>" (without the shim Triton refuses the option and exits).
 CMD ["/bin/sh", "-c", "export DLLM_ADMIN_KEY=${DLLM_ADMIN_KEY:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n')}; \
 apis=model-repository,shared-memory,trace,logging; \

@@ -37,18 +37,18 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 MODEL_REPOSITORY ?= model_repository
 
-# layout also builds the admin-key shim (backend/serving/admin_key_shim.c) with the C compiler: without
+# layout also builds the admin-key shim (backend/server/admin_key_shim.c) with the C compiler: without
 # it the launcher refuses to start a server with restricted APIs (the key would be on its command line).
 $(VENV)/.serve-done: $(VENV)/.setup-done
 	@command -v $${CC:-gcc} >/dev/null || command -v cc >/dev/null || \
 		{ echo "make serve-deps: needs a C compiler for the admin-key shim: apt-get install gcc" >&2; exit 1; }
 	$(PY) -m pip install --quiet $(SERVE_SPEC)
-	$(PY) -m backend.serving.tritonserver layout >/dev/null
+	$(PY) -m backend.server.tritonserver layout >/dev/null
 	touch $@
 
 serve-deps: $(VENV)/.serve-done
 
-# AIPerf (`python -m client.aiperf`) in a virtual environment of its own, inside .venv: it brings ~1 GB
+# AIPerf (`python -m benchmarks.aiperf`) in a virtual environment of its own, inside .venv: it brings ~1 GB
 # of dependencies (pandas, pyarrow, scipy, transformers, dash, ...) that the project's .venv does not need.
 AIPERF_SPEC ?= aiperf==0.13.0
 $(VENV)/aiperf/.done:
@@ -63,7 +63,7 @@ aiperf-deps: $(VENV)/aiperf/.done
 # Network: 127.0.0.1 only unless HOST=0.0.0.0 (or an address); the model-repository, shared-memory,
 # trace and logging APIs are closed unless the environment gives a key (ADMIN_KEY=<secret> make serve,
 # or ADMIN_KEY_FILE=<file> make serve; clients send the header dllm-admin-key: <secret>) or
-# OPEN_ADMIN_APIS=1 (backend/serving/network.py). The key reaches tritonserver through the
+# OPEN_ADMIN_APIS=1 (backend/server/network.py). The key reaches tritonserver through the
 # environment and the shim, never a command line: `make serve ADMIN_KEY=...` would put it on make's
 # own, readable by every local user in /proc/<pid>/cmdline while the server runs, so it is refused.
 ifeq ($(origin ADMIN_KEY),command line)
@@ -93,4 +93,4 @@ bench: setup
 		--threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 loadtest: serve-deps
-	$(PY) -m client.loadtest --url localhost:$(GRPC_PORT) --compare latest $(LOADTEST_ARGS)
+	$(PY) -m benchmarks.loadtest --url localhost:$(GRPC_PORT) --compare latest $(LOADTEST_ARGS)

@@ -14,10 +14,10 @@ import sys
 
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
-from backend.reference import generate
-from backend.sampling_params import SamplingParams
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
+from backend.oracle.reference import generate
 
 
 def token_agreement(a: list[list[int]], b: list[list[int]]) -> float:

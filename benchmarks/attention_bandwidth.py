@@ -25,7 +25,7 @@ from dataclasses import asdict
 
 import torch
 
-from backend.config import PRESETS
+from backend.models.model_config import PRESETS
 
 BLOCK = 32  # the served models' block length: a Reuse step's query rows, plus the logit shift's row
 # (query heads, KV heads, head dim, query rows of a block) of the served models

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from backend.config import PRESETS
-from backend.engine import Engine
-from backend.engine_config import DEFAULT_MODEL, EngineConfig
-from backend.loader import load_model
+from backend.engine.config import DEFAULT_MODEL, EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 from backend.models import random_model
-from backend.reference import generate
-from backend.sampling_params import SamplingParams
+from backend.models.loader import load_model
+from backend.models.model_config import PRESETS
+from backend.oracle.reference import generate
 from benchmarks.agreement import token_agreement
 
 

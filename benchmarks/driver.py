@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backend.engine import Engine
-from backend.sampling_params import SamplingParams
-from backend.sequence import Phase
+from backend.engine.engine import Engine
+from backend.engine.request import Phase
+from backend.engine.sampling_params import SamplingParams
 from benchmarks.metrics import RequestRecord
 
 

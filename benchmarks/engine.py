@@ -7,7 +7,7 @@
 
 Writes <out>/<date>-<machine>[-<profile>].json (everything, per-request records included), a .md table
 with ratios against the first configuration, PNG plots (latency CDF, load sweep) and the workloads as
-JSONL under <stem>.workloads/ (replay them with `--trace` or with `client.loadtest`).
+JSONL under <stem>.workloads/ (replay them with `--trace` or with `benchmarks.loadtest`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import plots, profiles, report
+from benchmarks import plots, profiles, report, workloads
 from benchmarks.monitor import machine_info, machine_tag
+from benchmarks.prompt_sources import make_source
 from benchmarks.suite import EngineFactory, clock, prepare, prompt_ids, run_one, variant_config, warm_up
-from client import workloads
-from client.prompt_sources import make_source
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -2,7 +2,7 @@
 
 Heavy requests (448 tokens, `block_length` 1: every step a Refresh of the whole sequence) are what
 one client can send to take the engine's iterations; the short request is a normal one. The bound
-the scheduler keeps (backend/phase_policy.py): the short request finishes within 5x its time on an
+the scheduler keeps (backend/engine/scheduling/policies.py): the short request finishes within 5x its time on an
 idle server plus one heavy iteration (the mean engine iteration while only heavy requests run, from
 the server's own `dllm:iteration_seconds` histogram), over HTTP and over gRPC.
 

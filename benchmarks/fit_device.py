@@ -1,5 +1,5 @@
 """Fit a device model to the iterations a benchmark run recorded: what one iteration really costs on
-that device and model (the cost model's form, `backend.cost_model`), for `benchmarks.schedule_sim`:
+that device and model (the cost model's form, `backend.engine.scheduling.cost_model`), for `benchmarks.schedule_sim`:
 
     memory  = weight read + kv / bandwidth
     compute = intercept + refresh x per_token + reuse x reuse_per_token + kv x kv_per_byte
@@ -12,7 +12,7 @@ policies on the measured device:
     python -m benchmarks.fit_device results/<date>-h200-gpu.json --out /tmp/h200.json
     python -m benchmarks.schedule_sim --device /tmp/h200.json --workloads burst-64 --cost exact
 
-The fit is `backend.cost_refit.fit` (the engine refits its own cost model the same way) on every
+The fit is `backend.engine.scheduling.cost_refit.fit` (the engine refits its own cost model the same way) on every
 recorded iteration, from a start the data give; the host work around the forward is fitted as a base
 plus a cost per request; the shape fields (graph sizes, K/V bytes per position, pool) come from
 `--base`.
@@ -24,8 +24,8 @@ import argparse
 import json
 from dataclasses import asdict, replace
 
-from backend.cost_model import CostModel
-from backend.cost_refit import (
+from backend.engine.scheduling.cost_model import CostModel
+from backend.engine.scheduling.cost_refit import (
     COMPUTE,
     FLOOR,
     MEMORY,

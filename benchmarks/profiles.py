@@ -6,7 +6,7 @@ A profile is plain data (a JSON file works too: `--profile my.json`):
 - `sampling`: per-request parameters every request gets (the workload sets `max_tokens`);
 - `variants`: the configurations compared, each with engine and/or sampling overrides; the first
   one is the baseline that ratios are computed against;
-- `scenarios`: workloads (see `client.workloads`), each run on the listed variants (default all),
+- `scenarios`: workloads (see `benchmarks.workloads`), each run on the listed variants (default all),
   either open loop, swept over Poisson `rates`, or closed loop at a fixed `concurrency`;
 - `cdf`: the workload whose latency CDF is plotted;
 - `max_seconds`: a run still going after this long has its remaining requests aborted (errors);
@@ -20,7 +20,7 @@ import copy
 import json
 from pathlib import Path
 
-from backend.engine_config import DEFAULT_MODEL, MiB
+from backend.engine.config import DEFAULT_MODEL, MiB
 
 # Variants shared by every size: the scheduling policies (`fcfs` first: ratios are against it).
 SCHEDULER_VARIANTS = [

@@ -20,22 +20,23 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 
-from backend.cost_model import CostModel, calibrate, calibration_sizes
-from backend.cost_refit import IterationRecord, Refitter
-from backend.page_allocator import PageAllocator
-from backend.sampling_params import SamplingParams
-from backend.scheduler import POLICIES, Batch, Scheduler, SchedulerConfig
-from backend.sequence import Phase, Request, Status
+from backend.engine.kv.page_allocator import PageAllocator
+from backend.engine.request import Batch, Phase, Request, Status
+from backend.engine.sampling_params import SamplingParams
+from backend.engine.scheduling.cost_model import CostModel, calibrate, calibration_sizes
+from backend.engine.scheduling.cost_refit import IterationRecord, Refitter
+from backend.engine.scheduling.policies import POLICIES
+from backend.engine.scheduling.scheduler import Scheduler, SchedulerConfig
+from benchmarks import workloads
 from benchmarks.metrics import RequestRecord, iteration_stats, summarize
 from benchmarks.profiles import PROFILES
-from client import workloads
-from client.prompt_sources import SyntheticPrompts
+from benchmarks.prompt_sources import SyntheticPrompts
 
 
 @dataclass
 class DeviceModel:
     """Iteration times on one device and model shape: the engine's cost model with the device's true
-    values (`cost`: floors, the two token rates, K/V bandwidth; `backend.cost_model`), and the shape
+    values (`cost`: floors, the two token rates, K/V bandwidth; `backend.engine.scheduling.cost_model`), and the shape
     the schedule depends on. `cost.floor` is what launching an eager forward costs; a captured Reuse
     graph (pure Reuse, up to `graph_max_seqs` requests) pays only the weight read, `cost.graph_floor`."""
     name: str

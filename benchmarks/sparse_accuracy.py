@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import DEFAULT_MODEL, EngineConfig
-from backend.evaluate import evaluate, report
-from backend.tokenizer import Tokenizer
+from backend.engine.config import DEFAULT_MODEL, EngineConfig
+from backend.engine.engine import Engine
+from backend.models.tokenizer import Tokenizer
+from backend.oracle.evaluate import evaluate, report
 from backend.training import tasks
 from benchmarks.agreement import token_agreement
 

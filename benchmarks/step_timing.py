@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
-from backend.sampling_params import SamplingParams
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 
 
 def _pct(xs: list[float], q: float) -> float:

@@ -9,13 +9,13 @@ from collections import deque
 
 import torch
 
-from backend.decode_head import rows_per_chunk
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.runner.decode_head import rows_per_chunk
 from benchmarks.driver import IterationProbe, Prepared, replay
 from benchmarks.metrics import iteration_columns, iteration_stats, summarize
 from benchmarks.monitor import ResourceMonitor
-from client.workloads import Workload
+from benchmarks.workloads import Workload
 
 # Settings that decide which model is loaded: identical across the variants of one run.
 MODEL_KEYS = ("model", "tokenizer", "dtype", "device", "seed")
@@ -47,7 +47,7 @@ class EngineFactory:
         gc.collect()
         kv = cfg.kv_cache_bytes
         if kv is None and self.model.device.type == "cuda":
-            from backend.memory_profile import kv_budget_after_profiling
+            from backend.engine.runner.memory_profile import kv_budget_after_profiling
 
             torch.cuda.empty_cache()
             kv = kv_budget_after_profiling(self.model, cfg)

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from backend.serving.tritonserver import DEFAULT_MODEL_REPOSITORY, join_log, layout, server_command, server_env, start
+from backend.server.tritonserver import DEFAULT_MODEL_REPOSITORY, join_log, layout, server_command, server_env, start
 
 
 def wait_ready(http_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:

@@ -233,7 +233,7 @@ class PagedConfig:
 
 
 DEFAULT_CONFIG = PagedConfig()
-# What `benchmarks.attention_bandwidth` times against the default (and `kernels.compile_check` compiles).
+# What `benchmarks.attention_bandwidth` times against the default (and `benchmarks.compile_check` compiles).
 # (compile_check, sm_90, bf16, LLaDA-8B: the default holds 3 programs of 4 warps an SM by registers; `w8`
 # 2 of 8 warps; `n32-s4` 3, each with 3 tiles of keys in flight; `s3` 2, with 2 tiles in flight.)
 VARIANTS = {"default": DEFAULT_CONFIG, "rows": PagedConfig(k_rows=True), "w8": PagedConfig(num_warps=8),

@@ -9,11 +9,11 @@
 #                                          # APIs to clients sending the header dllm-admin-key: <secret>
 #   ADMIN_KEY_FILE=<file> scripts/serve.sh # the same, the key read from a file (keep it mode 0600)
 #   The key travels in the environment only: tritonserver gets it through a preloaded shim
-#   (backend/serving/admin_key_shim.c), so it is on no command line other users can read.
+#   (backend/server/admin_key_shim.c), so it is on no command line other users can read.
 #   OPEN_ADMIN_APIS=1 scripts/serve.sh     # open them to everyone (a trusted network only)
 #
 # What the server needs from this environment (libraries, the Python-backend stub for this Python,
-# the venv first on PATH) is set up by backend/serving/tritonserver.py.
+# the venv first on PATH) is set up by backend/server/tritonserver.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -33,7 +33,7 @@ READY_HOST=$HOST; [ "$HOST" = 0.0.0.0 ] && READY_HOST=127.0.0.1
 # Say how to call the server once the model is ready. This watcher runs beside the server and ends
 # with it (Ctrl-C reaches the whole process group).
 (
-  if "$PY" -m backend.serving.tritonserver wait-ready --host "$READY_HOST" --http-port "$HTTP_PORT" --model dllm \
+  if "$PY" -m backend.server.tritonserver wait-ready --host "$READY_HOST" --http-port "$HTTP_PORT" --model dllm \
       --timeout 900; then
     url=""; [ "$GRPC_PORT" = 8001 ] || url=" --url localhost:$GRPC_PORT"
     cat <<MSG
@@ -55,6 +55,6 @@ MSG
   fi
 ) &
 
-exec "$PY" -m backend.serving.tritonserver serve --model-repository "$MODEL_REPOSITORY" --host "$HOST" \
+exec "$PY" -m backend.server.tritonserver serve --model-repository "$MODEL_REPOSITORY" --host "$HOST" \
   --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --metrics-port "$METRICS_PORT" ${ADMIN_ARGS[@]+"${ADMIN_ARGS[@]}"} \
   -- "$@"

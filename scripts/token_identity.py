@@ -43,10 +43,10 @@ def run_case(model: str, dtype: str, policy: str, sampling: str, tight: bool) ->
     import torch
 
     try:
-        from backend.engine import Engine, EngineConfig
+        from backend.engine.engine import Engine, EngineConfig
     except ImportError:  # the layout before backend/engine/ became a package
-        from backend.engine import Engine
-        from backend.engine_config import EngineConfig
+        from backend.engine.config import EngineConfig
+        from backend.engine.engine import Engine
 
     torch.manual_seed(0)
     settings = {"device": "cpu", "dtype": dtype, "scheduler": policy, "max_num_batched_tokens": 256,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from backend.config import ModelConfig, preset
 from backend.models import dream, llada
 from backend.models.attention import AttentionContext, PackedBatch, varlen_attention
+from backend.models.model_config import ModelConfig, preset
 from backend.models.transformer import DiffusionLM, init_random_
 
 ARCH_MODULES = {"llada": llada, "dream": dream}

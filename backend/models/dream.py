@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend.config import ModelConfig
 from backend.models.checkpoint_names import TensorMap, gate_up_rows, qkv_rows
+from backend.models.model_config import ModelConfig
 
 # Dream-7B is trained at 2,048 positions although its config advertises Qwen2's 131,072.
 USABLE_CONTEXT = 2048

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backend.config import ModelConfig
 from backend.models.checkpoint_names import TensorMap, gate_up_rows, qkv_rows
+from backend.models.model_config import ModelConfig
 
 
 def config_from_hf(hf: dict) -> ModelConfig:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from backend.config import ModelConfig
 from backend.models.attention import AttentionContext, PackedBatch
 from backend.models.layers import RMSNorm, Rotary, SwiGLU, VocabHead
+from backend.models.model_config import ModelConfig
 
 
 class SelfAttention(nn.Module):

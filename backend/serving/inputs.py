@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend.param_parsing import parse_json_object, show
+from backend.engine.param_parsing import parse_json_object, show
 
 # Longest JSON text read from `sampling_parameters` or the request parameters: sampling parameters
 # hold a dozen scalars and at most 16 stop strings of 256 characters.

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backend.sampling_params import SamplingParams
+from backend.engine.sampling_params import SamplingParams
 from backend.serving.inputs import GenerateRequest, InvalidInput, parse_request
 
 # A client error names its field first ("max_tokens: ..."); a ValueError without that shape comes

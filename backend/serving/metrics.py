@@ -115,7 +115,7 @@ class ServingMetrics:
                 self._hist[key].observe(seconds)
 
     def observe_iterations(self, iterations: list) -> None:
-        """Engine iterations (backend.cost_refit.IterationRecord) since the last call."""
+        """Engine iterations (backend.engine.scheduling.cost_refit.IterationRecord) since the last call."""
         if not iterations:
             return
         with self._lock:

@@ -54,7 +54,7 @@ class RequestTracker:
         self.timing = Timing(between_deltas=[])
 
     def on_output(self, out) -> Reply | None:
-        """`out`: a backend.outputs.RequestOutput. Returns the response to send now, if any."""
+        """`out`: a backend.engine.outputs.RequestOutput. Returns the response to send now, if any."""
         if self.finished:
             return None  # defensive: nothing may follow the final response
         text = self.detok.push(out.new_token_ids)

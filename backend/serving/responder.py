@@ -43,7 +43,7 @@ class _Active:
 class Responder:
     def __init__(self, engine, pb, metrics=None, poll_interval: float = 0.1, stats_interval: float = 0.5,
                  log_info=None, gate: WriteGate | None = None):
-        """`engine`: a backend.async_engine.AsyncEngine (submit, abort, stats). `poll_interval`: how often
+        """`engine`: a backend.engine.async_engine.AsyncEngine (submit, abort, stats). `poll_interval`: how often
         requests without output are checked for cancellation (the client gave up or disconnected).
         `log_info`: where to report cancellations (Triton's log), one line each. `gate`: when writes may
         go out (default: always)."""

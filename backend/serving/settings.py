@@ -5,7 +5,7 @@
 2. the `parameters` of `config.pbtxt` (string values; JSON literals such as `64`, `null` or `true`
    are read as JSON, anything else stays a string; an empty value means "not set").
 
-Keys are `backend.engine_config.EngineConfig` fields (`default_sampling`, a JSON object, is laid over
+Keys are `backend.engine.config.EngineConfig` fields (`default_sampling`, a JSON object, is laid over
 the checkpoint's `generation_config.json`), plus `engine_config_file` (see above).
 Parameters whose name is upper case (EXECUTION_ENV_PATH, ...) belong to Triton's Python backend and
 are left alone. A relative `model` path is looked up in the version directory first, so

@@ -1,5 +1,5 @@
 """A character-level tokenizer written as a Hugging Face `tokenizer.json`, so the default model's
-tokenizer loads through the same code path (`backend.tokenizer.Tokenizer`) as a real checkpoint's.
+tokenizer loads through the same code path (`backend.models.tokenizer.Tokenizer`) as a real checkpoint's.
 
 One token per character of ALPHABET, then the special tokens. Two details make decode the exact
 inverse of encode: the pre-tokenizer splits every character (newlines included) into its own word,

@@ -7,7 +7,7 @@ A tiny model leaves a GPU mostly idle, so one process per configuration shares i
 of every run is fixed before it starts (so its learning-rate schedule and curriculum are those of a
 normal run, reproducible with `backend.training.train --steps N`): a short calibration at full task
 lengths measures each configuration's steps per second under the same sharing, and the steps are
-what fits the budget. Each run then gets a held-out evaluation (`backend.evaluate`), and the table
+what fits the budget. Each run then gets a held-out evaluation (`backend.oracle.evaluate`), and the table
 at the end names the best by mean accuracy with key-value lookup as the tie-breaker.
 """
 
@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
     evals = {}
     for name in runs:
         if (out / name / "model.safetensors").is_file():
-            evals[name] = _launch(["-m", "backend.evaluate", "--model", str(out / name), "--per-task",
+            evals[name] = _launch(["-m", "backend.oracle.evaluate", "--model", str(out / name), "--per-task",
                                    str(args.per_task), "--json", str(out / name / "eval.json"), "--device",
                                    str(resolve_device(args.device))],
                                   out / f"{name}.eval.log")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from backend.config import ModelConfig
-from backend.loader import load_model, save_checkpoint
 from backend.models import build_model
+from backend.models.loader import load_model, save_checkpoint
+from backend.models.model_config import ModelConfig
 from backend.training import char_tokenizer, tasks
 from backend.training.data import Curriculum, prefetch
 from backend.training.objective import masked_diffusion_loss

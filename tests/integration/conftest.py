@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.serving.tritonserver import DEFAULT_MODEL_REPOSITORY
+from backend.server.tritonserver import DEFAULT_MODEL_REPOSITORY
 from tests.integration.server import start_server
 
 # Another repository (for example one whose engine.json names a real checkpoint) can be tested with
@@ -61,8 +61,8 @@ def reference_engine():
     """The in-process engine on the same checkpoint: what the server must answer (greedy)."""
     import torch
 
-    from backend.engine import Engine
-    from backend.engine_config import EngineConfig
+    from backend.engine.config import EngineConfig
+    from backend.engine.engine import Engine
     from backend.serving.settings import load_settings
 
     torch.set_num_threads(1)  # the server needs the cores more

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.serving.network import KEY_ENV, admin_headers
-from backend.serving.tritonserver import (
+from backend.server.network import KEY_ENV, admin_headers
+from backend.server.tritonserver import (
     DEFAULT_MODEL_REPOSITORY,
     join_log,
     layout,

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from backend.serving.network import KEY_PLACEHOLDER
+from backend.server.network import KEY_PLACEHOLDER
 
 # Run as another user (nobody): every /proc file it may read, searched for the key (read from stdin,
 # so that the key is on no command line here either).

@@ -1,12 +1,11 @@
-"""AIPerf (`make aiperf-deps`) through `python -m client.aiperf` against the test server: every request
+"""AIPerf (`make aiperf-deps`) through `python -m benchmarks.aiperf` against the test server: every request
 streamed and answered, and every answer the one the in-process engine gives."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks import profiles
-from client import aiperf
+from benchmarks import aiperf, profiles
 
 
 def test_aiperf_streams_the_engines_answers(server, tmp_path, expected):

@@ -8,11 +8,11 @@ import threading
 import pytest
 import torch
 
-from backend.async_engine import AsyncEngine, EngineDead
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.async_engine import AsyncEngine, EngineDead
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 from backend.models import random_model
-from backend.sampling_params import SamplingParams
 
 SP = SamplingParams(max_tokens=16, block_length=4, ignore_eos=True)
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks import engine as engine_bench
-from benchmarks import fit_device, report, schedule_sim
+from benchmarks import fit_device, perf_analyzer, report, schedule_sim, workloads
+from benchmarks.loadtest_report import compare, markdown
 from benchmarks.metrics import ITERATION_FIELDS, RequestRecord, percentile, summarize
-from client import perf_analyzer, workloads
-from client.loadtest_report import compare, markdown
-from client.perf_export import records_from_export, request_key
-from client.prompt_sources import SyntheticPrompts, TaskPrompts
+from benchmarks.perf_export import records_from_export, request_key
+from benchmarks.prompt_sources import SyntheticPrompts, TaskPrompts
 
 SOURCE = SyntheticPrompts(vocab_size=97, special_ids=[94, 95, 96])
 MIXED = {"name": "mixed", "arrival": "poisson", "rate": 5.0, "n": 20, "seed": 3,

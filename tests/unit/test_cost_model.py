@@ -11,21 +11,21 @@ import random
 import pytest
 import torch
 
-from backend.cost_model import CostModel
-from backend.cost_refit import IterationRecord, median_error, refine, refine_due
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
+from backend.engine.scheduling.cost_model import CostModel
+from backend.engine.scheduling.cost_refit import IterationRecord, median_error, refine, refine_due
 from backend.models import random_model
-from backend.sampling_params import SamplingParams
 from benchmarks.fit_device import fit_device
 from benchmarks.schedule_sim import H200_LLADA_8B, simulate
-from client.workloads import WorkItem
+from benchmarks.workloads import WorkItem
 
 
 @pytest.mark.parametrize("budget", [4096, 512, 64])
 def test_calibration_recovers_a_roofline(budget):
     """From timed forwards of a machine whose iteration time is a known roofline, within any budget."""
-    from backend.cost_model import calibrate, calibration_sizes
+    from backend.engine.scheduling.cost_model import calibrate, calibration_sizes
 
     true = CostModel(floor=6e-3, intercept=1e-3, per_token=2e-5, bandwidth=1e12)
     seen = []
@@ -45,7 +45,7 @@ def test_calibration_recovers_a_roofline(budget):
 def test_calibration_takes_the_graph_floor_from_a_replay():
     """With CUDA graphs the floor of a replayed Reuse step is timed apart: it predicts graphed steps,
     eager ones keep the eager floor, and the compute line is the same for both."""
-    from backend.cost_model import calibrate, calibration_sizes
+    from backend.engine.scheduling.cost_model import calibrate, calibration_sizes
 
     eager = CostModel(floor=18e-3, intercept=2e-3, per_token=2e-5, bandwidth=1e12)  # knee at 800 tokens
     got = calibrate(eager.predict, 16 * 10**9, calibration_sizes(16384), graph_time=lambda: 6e-3)
@@ -148,7 +148,7 @@ def test_engine_refines_a_calibrated_cost_model_and_keeps_a_fixed_one():
 def test_a_failing_refit_keeps_the_engine_and_its_model(monkeypatch, caplog):
     """A refit is an optimisation: if it raises, the engine logs it, keeps the model it had, refits no
     more, and every request still gets its tokens (those of an engine whose model was never refitted)."""
-    import backend.cost_refit
+    import backend.engine.scheduling.cost_refit
 
     model = random_model("tiny-llada", dtype=torch.float32, seed=2)
     prompts = [[3 + i, 5, 7, 11] for i in range(3)]
@@ -162,10 +162,10 @@ def test_a_failing_refit_keeps_the_engine_and_its_model(monkeypatch, caplog):
         calls.append(1)
         raise ZeroDivisionError("float division by zero")
 
-    monkeypatch.setattr(backend.cost_refit, "refine", broken)
+    monkeypatch.setattr(backend.engine.scheduling.cost_refit, "refine", broken)
     engine = Engine(model, EngineConfig(cost_model="calibrate", max_num_seqs=4))
     before = engine.cost
-    with caplog.at_level("ERROR", logger="backend.cost_refit"):
+    with caplog.at_level("ERROR", logger="backend.engine.scheduling.cost_refit"):
         got = engine.generate(prompts, params)
     assert [r.token_ids for r in got] == expected and all(r.finish_reason == "length" for r in got)
     assert len(engine.iteration_log) >= 128 and calls == [1]  # tried once (at 64), then never again

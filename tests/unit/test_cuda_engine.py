@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 from backend.models import random_model
-from backend.reference import generate
-from backend.sampling_params import SamplingParams
+from backend.oracle.reference import generate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backend.decode_head import DecodeRows, budgeted_decode, rows_per_chunk
+from backend.engine.runner.decode_head import DecodeRows, budgeted_decode, rows_per_chunk
+from backend.engine.runner.sampling import pick_tokens
 from backend.models import random_model
-from backend.sampling import pick_tokens
 
 
 class LargestAllocation(TorchDispatchMode):

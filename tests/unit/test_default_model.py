@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from backend import reference
-from backend.evaluate import default_params
-from backend.loader import load_model
-from backend.sampling_params import SamplingParams
-from backend.tokenizer import Tokenizer
+from backend.engine.sampling_params import SamplingParams
+from backend.models.loader import load_model
+from backend.models.tokenizer import Tokenizer
+from backend.oracle import reference
+from backend.oracle.evaluate import default_params
 from backend.training import tasks
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "dllm" / "1" / "default-model"

@@ -7,11 +7,11 @@ import random
 import pytest
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 from backend.models import random_model
-from backend.reference import generate
-from backend.sampling_params import SamplingParams
+from backend.oracle.reference import generate
 from tests.conftest import random_ids
 
 MiB = 1 << 20

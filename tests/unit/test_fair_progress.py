@@ -11,12 +11,12 @@ import random
 
 import pytest
 
-from backend.cost_model import CostModel
-from backend.fair_share import water_level
-from backend.page_allocator import PageAllocator
-from backend.sampling_params import SamplingParams
-from backend.scheduler import Scheduler, SchedulerConfig
-from backend.sequence import Phase, Request
+from backend.engine.kv.page_allocator import PageAllocator
+from backend.engine.request import Phase, Request
+from backend.engine.sampling_params import SamplingParams
+from backend.engine.scheduling.cost_model import CostModel
+from backend.engine.scheduling.fair_share import water_level
+from backend.engine.scheduling.scheduler import Scheduler, SchedulerConfig
 from benchmarks.schedule_sim import advance
 
 COST = CostModel()  # the bundled model on a 2-core CPU: 3 ms floor, 115 us a token

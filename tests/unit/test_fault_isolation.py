@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
-from backend.reference import generate
-from backend.sampling_params import SamplingParams
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
+from backend.oracle.reference import generate
 
 MiB = 1 << 20
 PROMPTS = [[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16, 17], [3, 1, 4, 1, 5]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend import fused_layers
+from backend.engine.runner import fused_layers
 from backend.models import PackedBatch, random_model
 from backend.models.layers import Rotary
 from kernels.paged_attention import triton

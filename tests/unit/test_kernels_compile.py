@@ -22,7 +22,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_every_kernel_launch_compiles_for_sm90():
-    proc = _run(["-m", "kernels.compile_check", "--arch", "90"])
+    proc = _run(["-m", "benchmarks.compile_check", "--arch", "90"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("sm_90 ")]
     for kernel in ("_paged_attention_kernel", "_rms_norm_kernel", "_rotary_kernel", "_silu_mul_kernel"):
@@ -36,7 +36,7 @@ def test_the_check_reports_a_kernel_the_compiler_rejects(tmp_path):
     """The stand-in compile is a real one: a kernel with mismatched dot shapes fails it."""
     script = textwrap.dedent("""
         import torch, triton, triton.language as tl
-        from kernels.compile_check import _compiler
+        from benchmarks.compile_check import _compiler
 
         @triton.jit
         def bad(X, O, BLOCK: tl.constexpr):

@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from backend.loader import CheckpointError, load_model, read_config, save_checkpoint
 from backend.models import PackedBatch, random_model
+from backend.models.loader import CheckpointError, load_model, read_config, save_checkpoint
 
 LLADA_NAMES = ["model.transformer.wte.weight", "model.transformer.ln_f.weight", "model.transformer.ff_out.weight",
                "model.transformer.blocks.1.attn_norm.weight", "model.transformer.blocks.1.ff_norm.weight",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.config import preset
 from backend.models import AttentionContext, PackedBatch, build_model, random_model, varlen_attention
+from backend.models.model_config import preset
 from tests.conftest import random_ids
 
 F64_TOL = 1e-10

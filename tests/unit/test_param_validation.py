@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.engine_config import EngineConfig
-from backend.param_parsing import MAX_INT32, MAX_INT64, MAX_JSON_DEPTH, parse_json_object
-from backend.sampling_params import (
+from backend.engine.config import EngineConfig
+from backend.engine.param_parsing import MAX_INT32, MAX_INT64, MAX_JSON_DEPTH, parse_json_object
+from backend.engine.sampling_params import (
     MAX_STOP_CHARS,
     MAX_STOP_STRINGS,
     MAX_TEMPERATURE,

@@ -9,11 +9,11 @@ import statistics
 
 import pytest
 
-from backend.cost_model import CostModel
-from backend.page_allocator import PageAllocator
-from backend.sampling_params import SamplingParams
-from backend.scheduler import Scheduler, SchedulerConfig
-from backend.sequence import Phase, Request, Status
+from backend.engine.kv.page_allocator import PageAllocator
+from backend.engine.request import Phase, Request, Status
+from backend.engine.sampling_params import SamplingParams
+from backend.engine.scheduling.cost_model import CostModel
+from backend.engine.scheduling.scheduler import Scheduler, SchedulerConfig
 from benchmarks.schedule_sim import advance
 
 COST = CostModel(floor=4e-3, intercept=2e-3, per_token=2.5e-5, bandwidth=4e12)  # knee at 80 tokens
@@ -157,8 +157,8 @@ def test_batch_invariance_under_phase(tiny64):
     interleave their phases as much as possible), every request's tokens equal running it alone."""
     import random
 
-    from backend.engine import Engine
-    from backend.engine_config import EngineConfig
+    from backend.engine.config import EngineConfig
+    from backend.engine.engine import Engine
 
     rng = random.Random(11)
     prompts = [[rng.randrange(1, 90) for _ in range(n)] for n in (3, 17, 29, 8, 12)]
@@ -186,7 +186,7 @@ def test_modelled_gpu_schedules():
     within 1.5x of their median where `fcfs` and `static` spike at block boundaries and admission."""
     from benchmarks.metrics import iteration_stats
     from benchmarks.schedule_sim import H200_LLADA_8B, simulate
-    from client.workloads import WorkItem
+    from benchmarks.workloads import WorkItem
 
     items = [WorkItem(0.0, 256, prompt_len=256) for _ in range(64)]  # the GPU profile's burst-64
     engine, cost = {"max_num_batched_tokens": 16384, "max_num_seqs": 128}, H200_LLADA_8B.calibrated_cost(16384)
@@ -212,11 +212,11 @@ def test_schedule_model_replays_the_engines_iterations(policy):
 
     import torch
 
-    from backend.engine import Engine
-    from backend.engine_config import EngineConfig
+    from backend.engine.config import EngineConfig
+    from backend.engine.engine import Engine
     from backend.models import random_model
     from benchmarks.schedule_sim import H200_LLADA_8B, simulate
-    from client.workloads import WorkItem
+    from benchmarks.workloads import WorkItem
 
     rng = random.Random(3)
     shapes = [(rng.randrange(2, 20), rng.choice([8, 16, 24, 32])) for _ in range(7)]  # (prompt, max_tokens)
@@ -236,7 +236,7 @@ def test_schedule_model_replays_the_engines_iterations(policy):
 def test_with_graphs_refresh_rides_free_only_within_the_replay():
     """A Refresh makes a replayable Reuse step eager: with a graph floor, the free time is the Reuse
     work replayed, not the eager floor (at small batch, a third of it); eager engines keep the knee."""
-    from backend.phase_policy import PhasePolicy
+    from backend.engine.scheduling.policies import PhasePolicy
 
     graphs = CostModel(floor=18e-3, intercept=1.8e-3, per_token=2.1e-5, reuse_per_token=2.8e-5, bandwidth=4e12,
                        graph_floor=5.8e-3, calibrated=True)

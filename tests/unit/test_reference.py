@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from backend.engine.sampling_params import SamplingParams
 from backend.models import random_model
-from backend.reference import generate
-from backend.sampling_params import SamplingParams
+from backend.oracle.reference import generate
 
 PROMPT = [5, 17, 3, 42, 8, 11]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.denoise import contiguous_prefix, select_commits, transfer_schedule
-from backend.sampling import STREAM_GUMBEL, pick_tokens, uniform
-from backend.sampling_params import SamplingParams, largest_block
+from backend.engine.denoise import contiguous_prefix, select_commits, transfer_schedule
+from backend.engine.runner.sampling import STREAM_GUMBEL, pick_tokens, uniform
+from backend.engine.sampling_params import SamplingParams, largest_block
 
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -7,15 +7,15 @@ import random
 import pytest
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
-from backend.kv_pool import KVPool
-from backend.page_allocator import OutOfPages, PageAllocator
-from backend.reference import generate
-from backend.runner import ModelRunner
-from backend.sampling_params import SamplingParams
-from backend.scheduler import Scheduler, SchedulerConfig
-from backend.sequence import Phase, Request
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.kv.page_allocator import OutOfPages, PageAllocator
+from backend.engine.kv.pool import KVPool
+from backend.engine.request import Phase, Request
+from backend.engine.runner.model_runner import ModelRunner
+from backend.engine.sampling_params import SamplingParams
+from backend.engine.scheduling.scheduler import Scheduler, SchedulerConfig
+from backend.oracle.reference import generate
 
 MiB = 1 << 20
 

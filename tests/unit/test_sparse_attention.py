@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
-from backend.pool_attention import PoolAttention
-from backend.sampling_params import SamplingParams
-from backend.sparse_attention import SparseItem, plan_groups, select, to_group
+from backend.engine.attention.pool_attention import PoolAttention
+from backend.engine.attention.sparse_selection import SparseItem, plan_groups, select, to_group
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 
 MiB = 1 << 20
 

@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
+from backend.engine.sampling_params import SamplingParams
 from backend.models import random_model
-from backend.sampling_params import SamplingParams
-from backend.tokenizer import Tokenizer
+from backend.models.tokenizer import Tokenizer
 from backend.training import char_tokenizer
 
 
@@ -50,7 +50,7 @@ class _CharTokenizer:
 
 
 def test_stop_string_before_an_eos_of_the_same_step_wins():
-    from backend.stop_checker import StopChecker
+    from backend.engine.stop_checker import StopChecker
 
     eos = 99
     checker = StopChecker(_CharTokenizer(), [eos])
@@ -69,7 +69,7 @@ def test_stop_ids_are_found_past_the_streamed_tokens_as_a_full_scan_finds_them()
     """Random prefixes with stop ids only past what was streamed: the first one, as a full scan sees it."""
     import random
 
-    from backend.stop_checker import StopChecker
+    from backend.engine.stop_checker import StopChecker
 
     rng = random.Random(5)
     checker = StopChecker(None, [97, 98, 99])
@@ -90,7 +90,7 @@ def _held_naive(text: str, stop: str) -> int:
 @settings(max_examples=500, deadline=None)
 @given(st.text("ab", max_size=14), st.text("ab", min_size=1, max_size=9))
 def test_partial_match_is_the_longest_held_back_start(text, stop):
-    from backend.stop_checker import partial_match
+    from backend.engine.stop_checker import partial_match
 
     if stop not in text:
         assert partial_match(text, stop) == _held_naive(text, stop)
@@ -101,7 +101,7 @@ def test_stop_check_cost_is_linear_in_the_stop_strings():
     # costs a linear pass, not the quadratic hold-back that stalled every other request.
     from types import SimpleNamespace
 
-    from backend.stop_checker import StopChecker, partial_match
+    from backend.engine.stop_checker import StopChecker, partial_match
 
     checker = StopChecker(_CharTokenizer(), [99])
     params = SimpleNamespace(ignore_eos=False, stop=["a" * 999_999 + "b"])

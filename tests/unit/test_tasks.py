@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from backend.tokenizer import Tokenizer
+from backend.models.tokenizer import Tokenizer
 from backend.training import char_tokenizer, tasks
 
 

@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from backend.tokenizer import Tokenizer
+from backend.models.tokenizer import Tokenizer
 
 CORPUS = ["the quick brown fox jumps over the lazy dog", "hello world, hello diffusion", "12 + 34 = 46"] * 20
 SPECIALS = ["<|endoftext|>", "<|mdm_mask|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from backend.loader import load_model
+from backend.models.loader import load_model
 from backend.training import tasks
 from backend.training.data import Curriculum, prefetch, stream
 from backend.training.train import TrainConfig, train

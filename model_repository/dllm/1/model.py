@@ -1,7 +1,7 @@
 """Triton lifecycle for the dLLM engine: a thin decoupled Python-backend adapter.
 
 `initialize` builds the engine from the settings (backend/serving/settings.py) and starts two
-threads: the engine loop (backend.async_engine) and the response thread (backend/serving/responder.py).
+threads: the engine loop (backend.engine.async_engine) and the response thread (backend/serving/responder.py).
 `execute` only validates, tokenizes and hands each request over (backend/serving/intake.py), then
 returns: responses are sent from the response thread as the engine commits tokens. A client's mistake
 is answered INVALID_ARG with a message that starts with the field's name; our own failures INTERNAL,
@@ -28,16 +28,16 @@ try:
 except ImportError:  # running from a checkout whose project is not installed: the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from backend.async_engine import AsyncEngine  # noqa: E402
-from backend.engine import Engine  # noqa: E402
-from backend.engine_config import EngineConfig  # noqa: E402
+from backend.engine.async_engine import AsyncEngine  # noqa: E402
+from backend.engine.config import EngineConfig  # noqa: E402
+from backend.engine.engine import Engine  # noqa: E402
+from backend.server.stub_reaper import StubReaper  # noqa: E402
 from backend.serving.inputs import InvalidInput  # noqa: E402
 from backend.serving.intake import Intake, PromptLimits  # noqa: E402
 from backend.serving.metrics import ServingMetrics  # noqa: E402
 from backend.serving.request_tracker import RequestTracker  # noqa: E402
 from backend.serving.responder import Responder  # noqa: E402
 from backend.serving.settings import load_settings  # noqa: E402
-from backend.serving.stub_reaper import StubReaper  # noqa: E402
 from backend.serving.write_gate import WriteGate  # noqa: E402
 
 

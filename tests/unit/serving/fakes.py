@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from backend.outputs import RequestOutput
+from backend.engine.outputs import RequestOutput
 
 FINAL = 1
 

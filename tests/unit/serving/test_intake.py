@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.engine import Engine
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
 from backend.serving.inputs import FLAG_INPUTS, InvalidInput, parse_request
 from backend.serving.intake import Intake, PromptLimits
 from tests.unit.test_param_validation import json_values

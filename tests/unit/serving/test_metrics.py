@@ -58,7 +58,7 @@ def test_close_releases_every_series_and_later_calls_do_nothing(monkeypatch):
 
 
 def test_iterations_feed_the_histogram_and_token_counters():
-    from backend.cost_refit import IterationRecord
+    from backend.engine.scheduling.cost_refit import IterationRecord
 
     MetricFamily.created.clear()
     m = ServingMetrics(pb, "dllm", "1", "dllm_0")

@@ -1,6 +1,6 @@
 """Streaming rules: no empty first chunk, FINAL on the last response, one response when not streaming."""
 
-from backend.outputs import RequestOutput
+from backend.engine.outputs import RequestOutput
 from backend.serving.inputs import GenerateRequest
 from backend.serving.request_tracker import RequestTracker
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from backend.async_engine import EngineDead
+from backend.engine.async_engine import EngineDead
 from backend.serving.inputs import GenerateRequest
 from backend.serving.metrics import ServingMetrics
 from backend.serving.request_tracker import RequestTracker

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from backend.engine_config import EngineConfig
+from backend.engine.config import EngineConfig
 from backend.serving.settings import load_settings, pbtxt_parameters
 
 

@@ -1,0 +1,67 @@
+"""Logit-aware activation budgeting: project only the rows being decoded, a budget's worth at a time.
+
+Full `[rows, vocab]` logits for every computed row never exist: the caller passes the hidden rows
+of masked positions only, and they are projected in chunks whose row count comes from a byte
+budget (chunks may split a request). Each chunk is reduced at once to (token, confidence) per row
+and freed. Rows are independent (counter-based noise), so chunking never changes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from backend.engine.runner.sampling import pick_tokens
+from backend.models.layers import VocabHead
+
+
+@dataclass
+class DecodeRows:
+    """Per row to decode: which hidden row predicts it, its position, and its request's sampling."""
+
+    hidden_index: torch.Tensor  # [R] long, rows of the packed hidden states
+    positions: torch.Tensor  # [R] long, absolute token positions (noise counters)
+    temperature: torch.Tensor  # [R] float64
+    seed: torch.Tensor  # [R] long
+    step: torch.Tensor  # [R] long
+    random_remask: torch.Tensor  # [R] bool
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.positions.numel())
+
+
+def rows_per_chunk(vocab: int, logits_dtype: torch.dtype, sampling: bool, budget_bytes: int) -> int:
+    """How many rows fit the budget. A row costs `vocab` elements of the widest temporary: 4 bytes
+    for greedy float32 work, 8 when float64 noise (or a float64 model) is involved."""
+    width = 8 if sampling or logits_dtype == torch.float64 else 4
+    return max(1, int(budget_bytes) // (vocab * width))
+
+
+def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, budget_bytes: int,
+                    mask_token_id: int | None, sampling: bool | None = None,
+                    any_random: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Returns (tokens [R], confidences [R], number of chunks). `sampling` (some row has temperature
+    > 0) and `any_random` (some row remasks at random) may be given by a caller that knows them on
+    the host, which spares the device reads that would otherwise find out."""
+    n = rows.num_rows
+    tokens = torch.empty(n, dtype=torch.long, device=hidden.device)
+    conf = torch.empty(n, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
+                       device=hidden.device)
+    if n == 0:
+        return tokens, conf, 0
+    vocab = head.matrix.shape[0]
+    if sampling is None:
+        sampling = bool((rows.temperature > 0).any())
+    chunk = rows_per_chunk(vocab, hidden.dtype, sampling, budget_bytes)
+    chunks = 0
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        logits = head(hidden.index_select(0, rows.hidden_index[s:e]))
+        t, c = pick_tokens(logits, rows.positions[s:e], rows.temperature[s:e], rows.seed[s:e], rows.step[s:e],
+                           rows.random_remask[s:e], mask_token_id, sampling=sampling, any_random=any_random)
+        tokens[s:e], conf[s:e] = t, c
+        chunks += 1
+        del logits
+    return tokens, conf, chunks

@@ -1,0 +1,180 @@
+"""The model runner: a scheduled batch in, per-row (token, confidence) out, in three moves.
+
+- `prepare` (host): packs the batch (Refresh requests first, no padding), asks the pool where each
+  Refresh's K/V go, and sends every index the step needs to the device in one copy (`StepInputs`);
+- `forward`: one packed forward; a pure-Reuse step replays a captured CUDA graph when one fits;
+- `decode`: the budgeted head on the masked rows of each block, one device-to-host copy at the end.
+
+It decides nothing: which requests run and in which phase comes from the scheduler; which positions
+a request may cache, and whether it keeps all of them, from the request (set by the engine); which
+ones a sparse head keeps, from the attention (`backend/engine/attention/sparse_selection.py`); where they live, from
+the pool; which rows get committed is the denoiser's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from backend.engine.attention.pool_attention import PoolAttention
+from backend.engine.attention.sparse_selection import SparseItem, plan_groups, to_group
+from backend.engine.kv.pool import KVPool
+from backend.engine.request import Phase, Request
+from backend.engine.runner.decode_head import DecodeRows, budgeted_decode
+from backend.engine.runner.step_inputs import HostStager, StepInputs
+from backend.models import DiffusionLM, PackedBatch
+
+
+@dataclass
+class RowResults:
+    """Decoded masked positions of one request in this step."""
+
+    positions: list[int]
+    tokens: list[int]
+    confidence: torch.Tensor  # [n] on the CPU
+
+
+class ModelRunner:
+    def __init__(self, model: DiffusionLM, pool: KVPool | None, logit_budget_bytes: int, graphs=None,
+                 use_kernels: bool = True, sparse_window: int = 0):
+        self.model = model
+        self.pool = pool
+        self.logit_budget_bytes = logit_budget_bytes
+        self.device = model.device
+        self.stager = HostStager(self.device)
+        self.graphs = graphs  # backend.engine.runner.cuda_graphs.ReuseGraphs, or None (eager)
+        self.use_kernels = use_kernels  # the paged attention kernel where it can run (else its reference)
+        self.sparse_window = sparse_window  # positions next to the block that sparse heads always keep
+        self.last_graphed = False  # the last forward replayed a CUDA graph
+
+    @torch.inference_mode()
+    def run(self, batch: list[tuple[Request, Phase]]) -> list[RowResults]:
+        inputs = self.prepare(batch)
+        return self.decode(inputs, self.forward(inputs))
+
+    # --- prepare ------------------------------------------------------------------------------
+    def prepare(self, batch: list[tuple[Request, Phase]]) -> StepInputs:
+        order = [i for i, (_, ph) in enumerate(batch) if ph == Phase.REFRESH]
+        num_refresh = len(order)
+        order += [i for i, (_, ph) in enumerate(batch) if ph != Phase.REFRESH]
+        ids, positions, seqlens = [], [], []
+        store_src, store_dst, updates, sparse, sparse_entries = [], [], [], [], []
+        reuse_rows, reuse_table = [], []
+        dec_hidden, dec_pos, dec_req = [], [], []
+        offset = 0
+        for j, i in enumerate(order):
+            r, phase = batch[i]
+            refresh = phase == Phase.REFRESH
+            lo, hi = (0, r.seq_len) if refresh else r.computed_range
+            ids.append(np.asarray(r.tokens[lo:hi], dtype=np.int64))
+            positions.append(np.arange(lo, hi, dtype=np.int64))
+            seqlens.append(hi - lo)
+            if refresh:
+                if self.pool is not None and self.pool.holds(r.request_id):
+                    kept = np.asarray(r.cacheable_positions(), dtype=np.int64)
+                    if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
+                        entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)
+                        sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept,
+                                                 r.cached_positions, dst, self.sparse_window))
+                        sparse_entries.append(entry)
+                    else:
+                        entry, dst = self.pool.assign(r.request_id, kept)
+                        store_src.append(offset + kept)
+                        store_dst.append(dst.reshape(-1))
+                    updates.append((entry.table_row, *self.pool.table_update(entry)))
+            else:
+                reuse_rows.append(hi - lo)
+                reuse_table.append(self.pool.entries[r.request_id].table_row)
+            masked = r.masked_positions()
+            dec_hidden += [offset + max(p - r.logit_shift, 0) - lo for p in masked]
+            dec_pos += masked
+            dec_req += [j] * len(masked)
+            offset += hi - lo
+        refresh_rows = sum(seqlens[:num_refresh])
+        reqs = [batch[order[j]][0] for j in dec_req]
+        temps = [r.params.temperature for r in reqs]
+        randoms = [r.params.remasking == "random" for r in reqs]
+        arrays = {
+            "ids": np.concatenate(ids), "positions": np.concatenate(positions),
+            "cu": np.cumsum([0, *seqlens], dtype=np.int32),
+            "dec_hidden": np.asarray(dec_hidden, dtype=np.int64), "dec_pos": np.asarray(dec_pos, dtype=np.int64),
+            "dec_temp": np.asarray(temps, dtype=np.float64),
+            "dec_seed": np.asarray([r.params.seed for r in reqs], dtype=np.int64),
+            "dec_step": np.asarray([r.global_step for r in reqs], dtype=np.int64),
+            "dec_random": np.asarray(randoms, dtype=np.bool_),
+        }
+        if reuse_rows:
+            arrays["reuse_cu"] = np.cumsum([0, *reuse_rows], dtype=np.int32)
+            arrays["reuse_table"] = np.asarray(reuse_table, dtype=np.int32)
+        if store_src:
+            arrays["store_src"] = np.concatenate(store_src)
+            arrays["store_dst"] = np.concatenate(store_dst)
+        groups = plan_groups(sparse, self.pool.heads, self.model.config.num_heads, self.pool.trash_row) \
+            if sparse else []
+        for i, g in enumerate(groups):
+            arrays.update({f"sparse{i}_{k}": v for k, v in g.items()})
+        if updates:
+            arrays["table_rows"] = np.asarray([u[0] for u in updates], dtype=np.int64)
+            arrays["tables"] = np.stack([u[1] for u in updates])
+            arrays["counts"] = np.stack([u[2] for u in updates])
+        t = self.stager.send(arrays)
+        sparse_groups = [to_group({k: t[f"sparse{i}_{k}"] for k in g}, g) for i, g in enumerate(groups)]
+        per_req = np.bincount(np.asarray(dec_req, dtype=np.int64), minlength=len(order))
+        ends = np.cumsum(per_req)
+        bounds = [(int(e - c), int(e)) for c, e in zip(per_req, ends, strict=True)]
+        return StepInputs(
+            order=order, input_ids=t["ids"], packed=PackedBatch(t["positions"], seqlens, t["cu"]),
+            num_refresh=num_refresh, refresh_rows=refresh_rows, refresh_seqlens=seqlens[:num_refresh],
+            reuse_cu=t.get("reuse_cu"), reuse_table_row=t.get("reuse_table"), max_reuse_rows=max(reuse_rows, default=0),
+            store_src=t.get("store_src"), store_dst=t.get("store_dst"), table_rows=t.get("table_rows"),
+            tables=t.get("tables"), counts=t.get("counts"),
+            decode=DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"],
+                              t["dec_random"]),
+            sampling=any(x > 0 for x in temps), any_random=any(randoms), dec_bounds=bounds, dec_positions=dec_pos,
+            sparse_groups=sparse_groups, sparse_entries=sparse_entries,
+            sparse_keep=[it.keep for it in sparse],
+        )
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
+        pool = self.pool
+        if inputs.table_rows is not None:
+            pool.block_tables[inputs.table_rows] = inputs.tables
+            pool.slot_counts[inputs.table_rows] = inputs.counts
+        self.last_graphed = self.graphs is not None and self.graphs.fits(inputs)
+        if self.last_graphed:
+            return self.graphs.replay(inputs)
+        nr = inputs.num_refresh
+        keep = inputs.sparse_keep
+        kept = torch.empty(self.model.config.num_layers, len(keep), pool.heads, max(keep), dtype=torch.long,
+                           device=self.device) if keep else None
+        ctx = PoolAttention(pool, inputs.refresh_rows, inputs.refresh_seqlens, inputs.packed.cu_seqlens[:nr + 1],
+                            inputs.reuse_cu, inputs.reuse_table_row, inputs.max_reuse_rows, inputs.store_src,
+                            inputs.store_dst, self.use_kernels, inputs.sparse_groups, kept)
+        hidden = self.model(inputs.input_ids, inputs.packed, ctx)
+        for i, entry in enumerate(inputs.sparse_entries):  # what each head of each layer kept
+            entry.positions = kept[:, i, :, :keep[i]]
+        return hidden
+
+    # --- decode -------------------------------------------------------------------------------
+    def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:
+        tokens, conf, _ = budgeted_decode(
+            hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, self.model.config.mask_token_id,
+            sampling=inputs.sampling, any_random=inputs.any_random)
+        tokens, conf = _to_host(tokens, conf)
+        results: list[RowResults | None] = [None] * len(inputs.order)
+        pos = inputs.dec_positions
+        for j, (s, e) in enumerate(inputs.dec_bounds):
+            results[inputs.order[j]] = RowResults(pos[s:e], tokens[s:e], conf[s:e])
+        return results
+
+
+def _to_host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """The step's one device-to-host copy (both arrays in one buffer), which also waits for the step."""
+    if tokens.device.type == "cpu":
+        return tokens.tolist(), conf
+    both = torch.cat([tokens.to(torch.float64), conf.to(torch.float64)]).cpu()
+    n = tokens.numel()
+    return both[:n].long().tolist(), both[n:].to(conf.dtype)
