@@ -22,8 +22,10 @@ test: setup serve-deps aiperf-deps
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
+# ruff, then the import contracts of .importlinter (the layering: kernels < models < engine < ...).
 lint: setup
-	$(PY) -m ruff check backend kernels client tests benchmarks model_repository
+	$(PY) -m ruff check backend kernels client tests benchmarks model_repository scripts
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -4,12 +4,15 @@ timed forwards for the cost model."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
-from backend.engine.config import EngineConfig
 from backend.engine.runner.decode_head import rows_per_chunk
 from backend.models import DiffusionLM, PackedBatch
+
+if TYPE_CHECKING:  # only its fields are read: the runner sits below the engine's settings
+    from backend.engine.config import EngineConfig
 
 
 def _full_batch(model: DiffusionLM, tokens: int) -> tuple[torch.Tensor, PackedBatch]:
