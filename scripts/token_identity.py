@@ -40,13 +40,15 @@ def cases():
 
 
 def run_case(model: str, dtype: str, policy: str, sampling: str, tight: bool) -> list[list[int]]:
+    import importlib
+
     import torch
 
     try:
-        from backend.engine.engine import Engine, EngineConfig
-    except ImportError:  # the layout before backend/engine/ became a package
-        from backend.engine.config import EngineConfig
-        from backend.engine.engine import Engine
+        from backend.engine import Engine, EngineConfig  # the public names (since backend/engine/)
+    except ImportError:  # the flat layout before: backend/engine.py and backend/engine_config.py
+        Engine = importlib.import_module("backend.engine").Engine
+        EngineConfig = importlib.import_module("backend" + ".engine_config").EngineConfig
 
     torch.manual_seed(0)
     settings = {"device": "cpu", "dtype": dtype, "scheduler": policy, "max_num_batched_tokens": 256,

@@ -24,19 +24,37 @@ from kernels.paged_attention import (
 
 
 class PoolAttention(AttentionContext):
-    def __init__(self, pool: KVPool, refresh_rows: int, refresh_seqlens: list[int], refresh_cu: torch.Tensor | None,
-                 reuse_cu: torch.Tensor | None, reuse_table_row: torch.Tensor | None, max_reuse_rows: int,
+    """Built from a step's inputs (`for_step`), or for a captured Reuse-only step (`reuse_only`)."""
+
+    def __init__(self, pool: KVPool, *, refresh_rows: int = 0, refresh_seqlens: list[int] | None = None,
+                 refresh_cu: torch.Tensor | None = None, reuse_cu: torch.Tensor | None = None,
+                 reuse_table_row: torch.Tensor | None = None, max_reuse_rows: int = 0,
                  store_src: torch.Tensor | None = None, store_dst: torch.Tensor | None = None,
                  use_kernel: bool = True, sparse_groups: list | None = None,
                  sparse_positions: torch.Tensor | None = None):
         self.pool = pool
-        self.refresh_rows, self.refresh_seqlens, self.refresh_cu = refresh_rows, refresh_seqlens, refresh_cu
+        self.refresh_rows, self.refresh_seqlens, self.refresh_cu = refresh_rows, refresh_seqlens or [], refresh_cu
         self.reuse_cu, self.reuse_table_row, self.max_reuse_rows = reuse_cu, reuse_table_row, max_reuse_rows
         self.store_src, self.store_dst = store_src, store_dst
         self.use_kernel = use_kernel
         self.sparse_groups = sparse_groups or []  # SparseGroup: Refresh requests that keep a subset
         self.sparse_positions = sparse_positions  # [layers, requests, heads, keep] what they kept, per layer
         self._plan = None  # the reference path's cache reads: the same for every layer of the step
+
+    @classmethod
+    def for_step(cls, pool: KVPool, inputs, use_kernel: bool, sparse_positions: torch.Tensor | None) -> PoolAttention:
+        """The context of one eager step (`inputs`: its StepInputs); `sparse_positions` receives what
+        each sparse head keeps, per layer."""
+        return cls(pool, refresh_rows=inputs.refresh_rows, refresh_seqlens=inputs.refresh_seqlens,
+                   refresh_cu=inputs.packed.cu_seqlens[:inputs.num_refresh + 1], reuse_cu=inputs.reuse_cu,
+                   reuse_table_row=inputs.reuse_table_row, max_reuse_rows=inputs.max_reuse_rows,
+                   store_src=inputs.store_src, store_dst=inputs.store_dst, use_kernel=use_kernel,
+                   sparse_groups=inputs.sparse_groups, sparse_positions=sparse_positions)
+
+    @classmethod
+    def reuse_only(cls, pool: KVPool, cu: torch.Tensor, table_row: torch.Tensor, max_rows: int) -> PoolAttention:
+        """A Reuse-only step over static buffers (what a CUDA graph captures)."""
+        return cls(pool, reuse_cu=cu, reuse_table_row=table_row, max_reuse_rows=max_rows)
 
     def attend(self, layer, q, k, v, batch: PackedBatch):
         if self.store_src is not None:

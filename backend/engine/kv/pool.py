@@ -137,6 +137,16 @@ class KVPool:
             self._free_rows.append(entry.table_row)
         return self.allocator.release(request_id)
 
+    def write_tables(self, rows: torch.Tensor, tables: torch.Tensor, counts: torch.Tensor) -> None:
+        """Install the device slot tables of the requests whose caches a step (re)builds."""
+        self.block_tables[rows] = tables
+        self.slot_counts[rows] = counts
+
+    def record_kept(self, entries: list[CacheEntry], kept: torch.Tensor, keep: list[int]) -> None:
+        """The positions each head of each layer of these sparse entries kept (`kept [layers, i, heads, k]`)."""
+        for i, entry in enumerate(entries):
+            entry.positions = kept[:, i, :, :keep[i]]
+
     # --- physical side ------------------------------------------------------------------------
     def store(self, layer: int, dest: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """One indexed write per tensor: `dest [S * heads]` pool rows for `k`/`v [S, heads, D]`."""

@@ -52,7 +52,7 @@ class ReuseGraphs:
         return cls(model, pool, config.cuda_graph_max_seqs or config.max_num_seqs, rows)
 
     def _context(self, b: int) -> PoolAttention:
-        return PoolAttention(self.pool, 0, [], None, self.cu[:b + 1], self.table_row[:b], self.rows)
+        return PoolAttention.reuse_only(self.pool, self.cu[:b + 1], self.table_row[:b], self.rows)
 
     @torch.inference_mode()
     def capture(self) -> bool:

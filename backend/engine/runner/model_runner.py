@@ -13,7 +13,7 @@ the pool; which rows get committed is the denoiser's job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,6 +34,19 @@ class RowResults:
     positions: list[int]
     tokens: list[int]
     confidence: torch.Tensor  # [n] on the CPU
+
+
+@dataclass
+class _Packing:
+    """What `prepare` gathers per phase before one staged copy."""
+
+    store_src: list = field(default_factory=list)  # Refresh: packed rows whose K/V are stored
+    store_dst: list = field(default_factory=list)  # and the pool rows they go to
+    updates: list = field(default_factory=list)  # slot-table rows rebuilt: (row, table, counts)
+    sparse: list = field(default_factory=list)  # SparseItem per sparse Refresh
+    sparse_entries: list = field(default_factory=list)
+    reuse_rows: list = field(default_factory=list)  # Reuse: rows per request
+    reuse_table: list = field(default_factory=list)  # and its slot-table row
 
 
 class ModelRunner:
@@ -60,8 +73,7 @@ class ModelRunner:
         num_refresh = len(order)
         order += [i for i, (_, ph) in enumerate(batch) if ph != Phase.REFRESH]
         ids, positions, seqlens = [], [], []
-        store_src, store_dst, updates, sparse, sparse_entries = [], [], [], [], []
-        reuse_rows, reuse_table = [], []
+        p = _Packing()
         dec_hidden, dec_pos, dec_req = [], [], []
         offset = 0
         for j, i in enumerate(order):
@@ -72,26 +84,17 @@ class ModelRunner:
             positions.append(np.arange(lo, hi, dtype=np.int64))
             seqlens.append(hi - lo)
             if refresh:
-                if self.pool is not None and self.pool.holds(r.request_id):
-                    kept = np.asarray(r.cacheable_positions(), dtype=np.int64)
-                    if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
-                        entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)
-                        sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept,
-                                                 r.cached_positions, dst, self.sparse_window))
-                        sparse_entries.append(entry)
-                    else:
-                        entry, dst = self.pool.assign(r.request_id, kept)
-                        store_src.append(offset + kept)
-                        store_dst.append(dst.reshape(-1))
-                    updates.append((entry.table_row, *self.pool.table_update(entry)))
+                self._pack_refresh(r, offset, p)
             else:
-                reuse_rows.append(hi - lo)
-                reuse_table.append(self.pool.entries[r.request_id].table_row)
+                self._pack_reuse(r, hi - lo, p)
             masked = r.masked_positions()
-            dec_hidden += [offset + max(p - r.logit_shift, 0) - lo for p in masked]
+            dec_hidden += [offset + max(q - r.logit_shift, 0) - lo for q in masked]
             dec_pos += masked
             dec_req += [j] * len(masked)
             offset += hi - lo
+        store_src, store_dst, updates, sparse, sparse_entries = (p.store_src, p.store_dst, p.updates, p.sparse,
+                                                                 p.sparse_entries)
+        reuse_rows, reuse_table = p.reuse_rows, p.reuse_table
         refresh_rows = sum(seqlens[:num_refresh])
         reqs = [batch[order[j]][0] for j in dec_req]
         temps = [r.params.temperature for r in reqs]
@@ -137,25 +140,43 @@ class ModelRunner:
             sparse_keep=[it.keep for it in sparse],
         )
 
+    def _pack_refresh(self, r: Request, offset: int, p: _Packing) -> None:
+        """A Refresh: the pool places the K/V of the positions it may cache (all, or per head for a
+        sparse request: chosen in the forward), and its slot-table row is rebuilt."""
+        if self.pool is None or not self.pool.holds(r.request_id):
+            return
+        kept = np.asarray(r.cacheable_positions(), dtype=np.int64)
+        if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
+            entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)
+            p.sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept, r.cached_positions,
+                                       dst, self.sparse_window))
+            p.sparse_entries.append(entry)
+        else:
+            entry, dst = self.pool.assign(r.request_id, kept)
+            p.store_src.append(offset + kept)
+            p.store_dst.append(dst.reshape(-1))
+        p.updates.append((entry.table_row, *self.pool.table_update(entry)))
+
+    def _pack_reuse(self, r: Request, rows: int, p: _Packing) -> None:
+        """A Reuse: its rows, and the slot-table row its cache lives in."""
+        p.reuse_rows.append(rows)
+        p.reuse_table.append(self.pool.entries[r.request_id].table_row)
+
     # --- forward ------------------------------------------------------------------------------
     def forward(self, inputs: StepInputs) -> torch.Tensor:
         pool = self.pool
         if inputs.table_rows is not None:
-            pool.block_tables[inputs.table_rows] = inputs.tables
-            pool.slot_counts[inputs.table_rows] = inputs.counts
+            pool.write_tables(inputs.table_rows, inputs.tables, inputs.counts)
         self.last_graphed = self.graphs is not None and self.graphs.fits(inputs)
         if self.last_graphed:
             return self.graphs.replay(inputs)
-        nr = inputs.num_refresh
         keep = inputs.sparse_keep
         kept = torch.empty(self.model.config.num_layers, len(keep), pool.heads, max(keep), dtype=torch.long,
                            device=self.device) if keep else None
-        ctx = PoolAttention(pool, inputs.refresh_rows, inputs.refresh_seqlens, inputs.packed.cu_seqlens[:nr + 1],
-                            inputs.reuse_cu, inputs.reuse_table_row, inputs.max_reuse_rows, inputs.store_src,
-                            inputs.store_dst, self.use_kernels, inputs.sparse_groups, kept)
+        ctx = PoolAttention.for_step(pool, inputs, self.use_kernels, kept)
         hidden = self.model(inputs.input_ids, inputs.packed, ctx)
-        for i, entry in enumerate(inputs.sparse_entries):  # what each head of each layer kept
-            entry.positions = kept[:, i, :, :keep[i]]
+        if keep:
+            pool.record_kept(inputs.sparse_entries, kept, keep)
         return hidden
 
     # --- decode -------------------------------------------------------------------------------
