@@ -108,7 +108,7 @@ def advance(s: Scheduler, batch: Batch) -> list[Request]:
     (left to right), the last block finishes it. Returns the requests that finished."""
     done = []
     for r, phase in batch:
-        if phase == Phase.REFRESH and (s.cache is None or s.cache.holds(r.request_id) or r.cached_positions == 0):
+        if phase == Phase.REFRESH and (s.cache is None or s.cache.holds(r.request_id) or r.cached_slots == 0):
             r.cached_block = r.block
         masked = r.masked_positions()
         n = r.quota() or len(masked)

@@ -12,13 +12,14 @@ import torch
 
 from backend.engine.config import EngineConfig, MiB
 from backend.engine.denoise import select_commits
+from backend.engine.device_setup import capture_graphs, cost_model_for
 from backend.engine.kv.pool import KVPool
 from backend.engine.outputs import GenerationResult, RequestOutput
 from backend.engine.request import Phase, Request, Status
 from backend.engine.runner import fused_layers
 from backend.engine.runner.model_runner import ModelRunner
 from backend.engine.sampling_params import SamplingParams, checkpoint_defaults
-from backend.engine.scheduling.cost_model import CostModel, calibrate, calibration_sizes
+from backend.engine.scheduling.cost_model import CostModel
 from backend.engine.scheduling.cost_refit import IterationRecord, Refitter
 from backend.engine.scheduling.scheduler import Scheduler
 from backend.engine.stop_checker import StopChecker
@@ -49,12 +50,13 @@ class Engine:
                            max_requests=self.config.max_num_seqs)
         # CUDA: Triton kernels for the layers and the attention over the pool (a model shared between
         # engines gets exactly this engine's choice).
-        self.kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
-        graphs = self._graphs()
-        cost = self._cost_model(graphs)  # after kernels and graphs: it times the forwards that will run
+        self.uses_kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
+        graphs = None if not self.uses_kernels or self.config.enforce_eager else capture_graphs(model, self.pool,
+                                                                                                self.config)
+        cost = cost_model_for(model, self.config, graphs)  # after kernels and graphs: it times what will run
         self.scheduler = Scheduler(self.config.scheduler_config(), self.pool, cost,
                                    model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
-        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.kernels,
+        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.uses_kernels,
                                   self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
@@ -94,27 +96,6 @@ class Engine:
 
             kv_bytes = kv_budget_after_profiling(model, cfg)
         return cls(model, cfg, tokenizer, defaults, kv_bytes)
-
-    def _cost_model(self, graphs) -> CostModel:
-        mode, cap = self.config.cost_model, self.config.max_num_batched_tokens
-        if mode == "fixed" or (mode == "auto" and self.model.device.type != "cuda") or cap < 8:
-            return CostModel()  # (a budget under 8 tokens leaves no compute line to fit)
-        from backend.engine.runner.memory_profile import forward_timer
-
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        # Eager forwards give the floor and the compute line; a replay of the smallest captured Reuse
-        # graph gives the floor of the Reuse steps that replay (no launches: a third of it at N=1).
-        graph_time = (lambda: graphs.time_replay(graphs.buckets[0])) if graphs is not None else None
-        return calibrate(forward_timer(self.model, cap), weights, calibration_sizes(cap), graph_time=graph_time)
-
-    def _graphs(self):
-        """Captured Reuse forwards on CUDA (unless `enforce_eager`); None means every step runs eagerly."""
-        if not self.kernels or self.config.enforce_eager:
-            return None
-        from backend.engine.runner.cuda_graphs import ReuseGraphs
-
-        graphs = ReuseGraphs.for_engine(self.model, self.pool, self.config)
-        return graphs if graphs.capture() else None
 
     # --- requests -------------------------------------------------------------------------------
     def make_params(self, values: dict | None = None) -> SamplingParams:

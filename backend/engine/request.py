@@ -120,7 +120,7 @@ class Request:
         return self.retention < 1.0
 
     @property
-    def cached_positions(self) -> int:
+    def cached_slots(self) -> int:
         """K/V slots per KV head: every cacheable position, or ceil(retention x that) when sparse, but at
         least `min_kept` (one page: pages are allocated whole, so fewer slots would save no memory)."""
         n = self.cacheable

@@ -33,7 +33,7 @@ MAX_STOP_CHARS = 256
 # near the float64 limit the scaled noise overflows (a [MASK] logit of -inf would become NaN).
 MAX_TEMPERATURE = 100.0
 # The smallest share of cached K/V a sparse head may keep. Each head keeps at least one page's worth of
-# positions anyway (Request.cached_positions: a page is allocated whole, so fewer slots would save no
+# positions anyway (Request.cached_slots: a page is allocated whole, so fewer slots would save no
 # memory, only accuracy), so a smaller share could only mean "one page": 1e-9 once kept one position per
 # head and answered empty. Refused below this, by name, rather than read as something else.
 MIN_SPARSE_RETENTION = 0.01

@@ -46,7 +46,7 @@ def _run(s: Scheduler, arrivals: dict[int, list[Request]], limit=20000) -> tuple
         batch = s.schedule()
         refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
         reuse = [r for r, ph in batch if ph == Phase.REUSE]
-        t = COST.predict(refresh, sum(r.reuse_cost for r in reuse), sum(r.cached_positions for r in reuse) * 1024)
+        t = COST.predict(refresh, sum(r.reuse_cost for r in reuse), sum(r.cached_slots for r in reuse) * 1024)
         clock += t
         times.append(t)
         for r, _ in batch:

@@ -43,7 +43,7 @@ def _run(s: Scheduler, arrivals: dict[int, list[Request]], check) -> list[float]
         check(s, batch, ready_reuse, before, waits)
         refresh = sum(r.refresh_cost for r, ph in batch if ph == Phase.REFRESH)
         reuse = [r for r, ph in batch if ph == Phase.REUSE]
-        kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
+        kv = sum(r.cached_slots for r in reuse) * s.kv_bytes_per_position
         times.append(COST.predict(refresh, sum(r.reuse_cost for r in reuse), kv))
         advance(s, batch)
         i += 1
@@ -66,7 +66,7 @@ def _invariants(s: Scheduler, batch, ready_reuse, candidates, waits) -> None:
     # iteration or a long wait).
     cap = s.policy.last_refresh_allowance + max((r.refresh_cost for r in candidates), default=0)
     reuse_tokens = sum(r.reuse_cost for r in reuse)
-    kv = sum(r.cached_positions for r in reuse) * s.kv_bytes_per_position
+    kv = sum(r.cached_slots for r in reuse) * s.kv_bytes_per_position
     taken = 0
     for r in refresh:
         taken += r.refresh_cost

@@ -80,13 +80,13 @@ def test_runner_reuse_after_refresh_matches_refresh(tiny64):
     reqs = [Request(f"r{i}", list(range(1, n)), SamplingParams(max_tokens=16, block_length=8), cfg.mask_token_id,
                     cfg.logit_shift) for i, n in enumerate((5, 13))]
     for r in reqs:
-        pool.reserve(r.request_id, r.cached_positions)
+        pool.reserve(r.request_id, r.cached_slots)
     fresh = runner.run([(r, Phase.REFRESH) for r in reqs])
     reused = runner.run([(r, Phase.REUSE) for r in reqs])
     for a, b in zip(fresh, reused, strict=True):
         assert a.positions == b.positions and a.tokens == b.tokens
         assert torch.allclose(a.confidence, b.confidence, rtol=1e-10, atol=0)
-    assert pool.entries["r1"].positions.shape == (cfg.num_layers, cfg.num_kv_heads, reqs[1].cached_positions)
+    assert pool.entries["r1"].positions.shape == (cfg.num_layers, cfg.num_kv_heads, reqs[1].cached_slots)
 
 
 def _engine(model, kv_pages, **kw):

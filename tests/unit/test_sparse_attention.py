@@ -111,7 +111,7 @@ def test_engine_keeps_per_head_the_brute_force_positions(tiny64):
     blo, bhi = r.computed_range
     cacheable = np.array([p for p in range(r.seq_len) if not blo <= p < bhi])
     keep = math.ceil(0.4 * len(cacheable))
-    assert entry.counts == [keep] * tiny64.config.num_kv_heads and r.cached_positions == keep
+    assert entry.counts == [keep] * tiny64.config.num_kv_heads and r.cached_slots == keep
     for layer, (q, k) in captured.items():
         want = brute_force(q, k, 0, r.seq_len, (r.block_start, r.block_end), cacheable, keep)
         assert [sorted(h) for h in entry.positions[layer].tolist()] == want
@@ -200,9 +200,9 @@ def test_a_tiny_retention_keeps_one_page_per_head(tiny64):
         engine.step()
     r, s = engine.requests[long], engine.requests[short]
     assert r.sparse and math.ceil(0.01 * r.cacheable) < page
-    assert r.cached_positions == page and engine.pool.entries[long].counts == [page] * heads
+    assert r.cached_slots == page and engine.pool.entries[long].counts == [page] * heads
     assert len(engine.pool.allocator.owned[long]) == heads  # one page per head: the least a head can hold
-    assert s.cacheable < page and s.cached_positions == s.cacheable
+    assert s.cacheable < page and s.cached_slots == s.cacheable
     assert engine.pool.entries[short].counts == [s.cacheable] * heads
     out = {o.request_id: o for o in engine.generate([list(range(1, 61))], sp)}
     assert len(next(iter(out.values())).token_ids) == 16  # it decodes (ignore_eos: every token)

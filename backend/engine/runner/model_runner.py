@@ -146,9 +146,9 @@ class ModelRunner:
         if self.pool is None or not self.pool.holds(r.request_id):
             return
         kept = np.asarray(r.cacheable_positions(), dtype=np.int64)
-        if r.sparse:  # each head keeps its own r.cached_positions of them, chosen in the forward
-            entry, dst = self.pool.assign_sparse(r.request_id, r.cached_positions)
-            p.sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept, r.cached_positions,
+        if r.sparse:  # each head keeps its own r.cached_slots of them, chosen in the forward
+            entry, dst = self.pool.assign_sparse(r.request_id, r.cached_slots)
+            p.sparse.append(SparseItem(offset, r.seq_len, (r.block_start, r.block_end), kept, r.cached_slots,
                                        dst, self.sparse_window))
             p.sparse_entries.append(entry)
         else:

@@ -71,8 +71,8 @@ class Scheduler:
         if r.refresh_cost > self.cfg.max_num_batched_tokens:
             raise ValueError(f"max_tokens: prompt ({r.prompt_len}) + max_tokens ({r.params.max_tokens}) = "
                              f"{r.refresh_cost} tokens exceed max_num_batched_tokens={self.cfg.max_num_batched_tokens}")
-        if self.cache is not None and self.cache.pages_for(r.cached_positions) > self.cache.num_pages:
-            raise ValueError(f"max_tokens: the request needs {self.cache.pages_for(r.cached_positions)} K/V pages,"
+        if self.cache is not None and self.cache.pages_for(r.cached_slots) > self.cache.num_pages:
+            raise ValueError(f"max_tokens: the request needs {self.cache.pages_for(r.cached_slots)} K/V pages,"
                              f" the pool has {self.cache.num_pages}")
 
     def add(self, r: Request) -> None:
@@ -107,7 +107,7 @@ class Scheduler:
         return True
 
     def _acquire_pages(self, r: Request, batch: Batch) -> bool:
-        slots = r.cached_positions
+        slots = r.cached_slots
         if self.cache is None or slots == 0:
             return True
         in_batch = {id(x) for x, _ in batch}
@@ -144,4 +144,4 @@ class Scheduler:
 
     def kv_bytes_read(self, r: Request) -> int:
         """Cached K/V a Reuse step of `r` attends to (what the cost model charges beyond the weights)."""
-        return r.cached_positions * self.kv_bytes_per_position
+        return r.cached_slots * self.kv_bytes_per_position
