@@ -27,7 +27,6 @@ _ENGINE_PROMPT = "prompt: "
 class PromptLimits:
     context: int  # positions of the model's context (prompt + generation)
     max_token_bytes: int  # most bytes of text one token stands for
-    mask_token_id: int | None = None  # unused: the engine's `validate` refuses it (kept for callers)
 
     @property
     def max_prompt_bytes(self) -> int:

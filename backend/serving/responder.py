@@ -61,8 +61,9 @@ class Responder:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, request_id: str, sender, tracker: RequestTracker, prompt_ids: list[int], params) -> None:
-        """Hand a validated request to the engine (the caller has validated it: see intake.py). From
+    def submit(self, request_id: str, sender, tracker: RequestTracker, request) -> None:
+        """Hand a request to the engine as the intake's validation built it (`Engine.validate`: nothing
+        checks it again; see intake.py). From
         here on the stream's sender belongs to the response thread alone, failures included:
         polling is_cancelled() on a sender that another thread has closed crashes tritonserver 2.51
         (segfault in TRITONBACKEND_ResponseFactoryIsCancelled). An engine that refuses the request
@@ -70,8 +71,8 @@ class Responder:
         has died) INTERNAL."""
         self._queue.put((_NEW, request_id, _Active(sender, tracker)))
         try:
-            self._engine.submit(prompt_ids, params, request_id=request_id,
-                                on_output=lambda out: self._queue.put((_OUTPUT, request_id, out)))
+            self._engine.submit_validated(request, request_id=request_id,
+                                          on_output=lambda out: self._queue.put((_OUTPUT, request_id, out)))
         except Exception as e:
             invalid = isinstance(e, ValueError) and names_a_field(str(e))
             message = str(e) if invalid else f"internal error: {type(e).__name__}: {e}"

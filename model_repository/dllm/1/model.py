@@ -66,8 +66,7 @@ class TritonPythonModel:
                 "to a directory holding tokenizer.json")
         self.tokenizer = tokenizer = engine.tokenizer
         self.engine = AsyncEngine(engine).start()
-        limits = PromptLimits(engine.model_config.max_sequence_length, tokenizer.max_token_bytes,
-                              engine.model_config.mask_token_id)
+        limits = PromptLimits(engine.model_config.max_sequence_length, tokenizer.max_token_bytes)
         self.intake = Intake(lambda text: tokenizer.encode(text, parse_special_tokens=config.parse_special_tokens),
                              engine.make_params, self.engine.validate, limits)
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"],
@@ -83,10 +82,7 @@ class TritonPythonModel:
         self._ids = itertools.count()
         self._death_logged = False
         pb_utils.Logger.log_info(
-            f"dllm: model {config.model} on {engine.model.device} ({engine.model.dtype}), "
-            f"{engine.pool.allocator.num_pages} K/V pages, scheduler {engine.config.scheduler}, cost model "
-            f"{'calibrated (refitted as it runs)' if engine.cost.calibrated else 'fixed'} {engine.cost.to_dict()}; "
-            f"settings from {settings.sources or ['defaults']}")
+            f"dllm: {engine.describe()}; settings from {settings.sources or ['defaults']}")
 
     def execute(self, requests):
         for request in requests:
@@ -118,7 +114,7 @@ class TritonPythonModel:
             self.responder.refuse(request_id, sender, f"internal error: {type(e).__name__}: {e}", invalid=False)
             return
         tracker = RequestTracker(prepared.request, len(prepared.prompt_ids), self.tokenizer.decode)
-        self.responder.submit(request_id, sender, tracker, prepared.prompt_ids, prepared.params)
+        self.responder.submit(request_id, sender, tracker, prepared.engine_request)
 
     def finalize(self):
         # Order matters: the engine's shutdown sends a final output for every pending request, the

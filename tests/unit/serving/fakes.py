@@ -95,8 +95,9 @@ class FakeEngine:
         if self.reject:
             raise ValueError(self.reject)
 
-    def submit(self, prompt_ids, params, request_id=None, on_output=None):
-        self.validate(prompt_ids, params)
+    def submit_validated(self, request, request_id=None, on_output=None):
+        if self.reject:  # an engine refusing a request anyway (the responder must answer INVALID_ARG)
+            raise ValueError(self.reject)
         if self.broken is not None:
             raise self.broken
         self.callbacks[request_id] = on_output

@@ -28,7 +28,7 @@ def engine():
 
 def make_intake(engine, parse_special_tokens=False, encode=None):
     tok, cfg = engine.tokenizer, engine.model_config
-    limits = PromptLimits(cfg.max_sequence_length, tok.max_token_bytes, cfg.mask_token_id)
+    limits = PromptLimits(cfg.max_sequence_length, tok.max_token_bytes)
     encode = encode or (lambda text: tok.encode(text, parse_special_tokens=parse_special_tokens))
     return Intake(encode, engine.make_params, engine.validate, limits)
 

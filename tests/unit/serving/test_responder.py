@@ -31,7 +31,7 @@ def setup():
 def submit(responder, rid, stream=True, **flags):
     sender = Sender()
     req = GenerateRequest("p", stream=stream, exclude_input_in_output=True, **flags)
-    responder.submit(rid, sender, RequestTracker(req, 3, decode), [1, 2, 3], None)
+    responder.submit(rid, sender, RequestTracker(req, 3, decode), object())
     return sender
 
 
@@ -101,7 +101,7 @@ def test_failure_after_registration_is_answered_by_the_response_thread(failure, 
     responder = Responder(FakeEngine(broken=failure), pb, None, poll_interval=0.01)
     responder.start()
     sender = Sender()
-    responder.submit("x", sender, RequestTracker(GenerateRequest("p"), 1, decode), [1], None)
+    responder.submit("x", sender, RequestTracker(GenerateRequest("p"), 1, decode), object())
     assert sender.done.wait(5)
     responder.stop()
     (response, flags), = sender.sent

@@ -87,8 +87,7 @@ def test_server_stopping_opens():
 def submit(responder, rid):
     sender = Sender()
     req = GenerateRequest("p", stream=True, exclude_input_in_output=True)
-    responder.submit(rid, sender, RequestTracker(req, 3, lambda ids: "".join(chr(97 + t) for t in ids)),
-                     [1, 2, 3], None)
+    responder.submit(rid, sender, RequestTracker(req, 3, lambda ids: "".join(chr(97 + t) for t in ids)), object())
     return sender
 
 
