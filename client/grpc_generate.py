@@ -93,19 +93,8 @@ def _collect(result, out: Generation, start: float, on_delta) -> bool:
     final = "triton_final_response" in params and params["triton_final_response"].bool_param
     text = _scalar(result, "text_output")
     if text is not None:
-        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-        out.deltas.append(text)
-        out.text += text
-        if text and out.first_delta_s is None:
-            out.first_delta_s = time.monotonic() - start
-        if on_delta is not None and text:
-            on_delta(text)
         reason = _scalar(result, "finish_reason")
-        if reason:
-            out.finish_reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-        n_in, n_out = _scalar(result, "num_input_tokens"), _scalar(result, "num_output_tokens")
-        if n_in is not None:
-            out.num_input_tokens = int(n_in)
-        if n_out is not None:
-            out.num_output_tokens += int(n_out)
+        out.add(text.decode("utf-8") if isinstance(text, bytes) else str(text), start, on_delta,
+                reason.decode() if isinstance(reason, bytes) else reason,
+                _scalar(result, "num_input_tokens"), _scalar(result, "num_output_tokens"))
     return final

@@ -67,15 +67,5 @@ def _collect(event: dict, out: Generation, start: float, on_delta) -> None:
     if "error" in event:
         # A failure after the stream started (an invalid request is refused with HTTP 400 before).
         raise GenerateError(event["error"], exit_code_for_status(500))
-    text = event.get("text_output", "")
-    out.deltas.append(text)
-    out.text += text
-    if text and out.first_delta_s is None:
-        out.first_delta_s = time.monotonic() - start
-    if on_delta is not None and text:
-        on_delta(text)
-    if event.get("finish_reason"):
-        out.finish_reason = event["finish_reason"]
-    if "num_input_tokens" in event:
-        out.num_input_tokens = int(event["num_input_tokens"])
-    out.num_output_tokens += int(event.get("num_output_tokens", 0))
+    out.add(event.get("text_output", ""), start, on_delta, event.get("finish_reason"), event.get("num_input_tokens"),
+            event.get("num_output_tokens", 0))

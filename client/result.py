@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 # Exit codes of `python -m client` (documented in the CLI's help).
@@ -30,6 +31,22 @@ class Generation:
     num_output_tokens: int = 0  # summed over the responses
     first_delta_s: float | None = None  # seconds from sending to the first non-empty text
     total_s: float | None = None
+
+    def add(self, text: str, start: float, on_delta=None, finish_reason: str | None = None,
+            num_input_tokens: int | None = None, num_output_tokens: int | None = None) -> None:
+        """One data response (gRPC or HTTP alike): its text delta, finish reason and token counts."""
+        self.deltas.append(text)
+        self.text += text
+        if text and self.first_delta_s is None:
+            self.first_delta_s = time.monotonic() - start
+        if on_delta is not None and text:
+            on_delta(text)
+        if finish_reason:
+            self.finish_reason = finish_reason
+        if num_input_tokens is not None:
+            self.num_input_tokens = int(num_input_tokens)
+        if num_output_tokens is not None:
+            self.num_output_tokens += int(num_output_tokens)
 
 
 def exit_code_for_message(message: str) -> int:
