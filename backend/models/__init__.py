@@ -1,4 +1,6 @@
-"""Model architectures (LLaDA, Dream) and their checkpoint name maps."""
+"""Model architectures (LLaDA, Dream) in plain PyTorch, their layers and attention context, the model
+config (model_config.py: presets at real and tiny sizes), checkpoint names, the Hugging Face loader
+and the tokenizer. Imports nothing of the engine."""
 
 from __future__ import annotations
 
