@@ -3,48 +3,52 @@
 from __future__ import annotations
 
 from backend.models.checkpoint_names import TensorMap, gate_up_rows, qkv_rows
+from backend.models.config_fields import DREAM_FIELDS, resolve
 from backend.models.model_config import ModelConfig
 
-# Dream-7B is trained at 2,048 positions although its config advertises Qwen2's 131,072.
-USABLE_CONTEXT = 2048
+ACTIVATION_NAMES = {"swish": "silu"}  # transformers' alias
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    def need(key):
-        if key not in hf:
-            raise ValueError(f"config.json: Dream config lacks {key!r}")
-        return hf[key]
+    """Our config from Dream's `config.json`, through `DREAM_FIELDS` (official defaults, refusals).
 
-    n_heads = int(need("num_attention_heads"))
-    eos = hf.get("eos_token_id", 151643)
-    eos = int(eos[0] if isinstance(eos, list) else eos)
+    The context is the config's `max_position_embeddings` (Dream-7B: 131,072; the engine sizes its
+    page tables from it and checks each request against it; the K/V pool is sized by memory).
+    """
+    c = resolve(hf, DREAM_FIELDS, "Dream")
+    n_heads = int(c["num_attention_heads"])
+    eos = c["eos_token_id"]
+    eos = eos[0] if isinstance(eos, list) else eos  # PretrainedConfig allows a list of end ids
     return ModelConfig(
         arch="dream",
-        hidden_size=int(need("hidden_size")),
-        num_layers=int(need("num_hidden_layers")),
+        hidden_size=int(c["hidden_size"]),
+        num_layers=int(c["num_hidden_layers"]),
         num_heads=n_heads,
-        num_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
-        intermediate_size=int(need("intermediate_size")),
-        vocab_size=int(need("vocab_size")),
-        rope_theta=float(hf.get("rope_theta", 1000000.0)),
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        max_sequence_length=int(hf.get("max_sequence_length",
-                                       min(int(hf.get("max_position_embeddings", USABLE_CONTEXT)), USABLE_CONTEXT))),
-        qkv_bias=True,
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        num_kv_heads=int(c["num_key_value_heads"] or n_heads),
+        intermediate_size=int(c["intermediate_size"]),
+        vocab_size=int(c["vocab_size"]),
+        rope_theta=float(c["rope_theta"]),
+        rms_norm_eps=float(c["rms_norm_eps"]),
+        max_sequence_length=int(c["max_position_embeddings"]),
+        qkv_bias=True,  # Dream's q/k/v projections always have a bias (Qwen2's layout)
+        tie_word_embeddings=bool(c["tie_word_embeddings"]),
         logit_shift=1,
-        mask_token_id=int(hf.get("mask_token_id", 151666)),
-        eos_token_id=eos,
-        extra_stop_token_ids=[int(t) for t in hf.get("extra_stop_token_ids", [])],
-        pad_token_id=hf.get("pad_token_id"),
+        activation=ACTIVATION_NAMES.get(c["hidden_act"], c["hidden_act"]),
+        mask_token_id=int(c["mask_token_id"]),
+        eos_token_id=int(eos),
+        extra_stop_token_ids=[int(t) for t in c["extra_stop_token_ids"]],
+        pad_token_id=None if c["pad_token_id"] is None else int(c["pad_token_id"]),
     )
 
 
 def config_to_hf(cfg: ModelConfig) -> dict:
-    return {
+    if (cfg.embedding_scale, cfg.logit_scale, cfg.norm_weight_offset) != (1.0, 1.0, 0.0):
+        raise ValueError("arch: Dream has no config field for embedding_scale, logit_scale or norm_weight_offset")
+    out = {name: f.default for name, f in DREAM_FIELDS.items()}
+    out.update({
         "architectures": ["DreamModel"],
         "model_type": "Dream",
-        "hidden_act": "silu",
+        "hidden_act": cfg.activation,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
         "num_attention_heads": cfg.num_heads,
@@ -54,13 +58,13 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         "rope_theta": cfg.rope_theta,
         "rms_norm_eps": cfg.rms_norm_eps,
         "max_position_embeddings": cfg.max_sequence_length,
-        "max_sequence_length": cfg.max_sequence_length,
         "tie_word_embeddings": cfg.tie_word_embeddings,
         "mask_token_id": cfg.mask_token_id,
         "eos_token_id": cfg.eos_token_id,
         "extra_stop_token_ids": cfg.extra_stop_token_ids,
         "pad_token_id": cfg.pad_token_id,
-    }
+    })
+    return out
 
 
 def tensor_maps(cfg: ModelConfig, names: set[str] | None = None) -> list[TensorMap]:

@@ -1,4 +1,4 @@
-"""Building blocks shared by LLaDA and Dream: RMSNorm, rotary embeddings, SwiGLU MLP, vocabulary head.
+"""Building blocks shared by LLaDA and Dream: RMSNorm, rotary embeddings, gated MLP, vocabulary head.
 
 RMSNorm, Rotary and SwiGLU each have a `fused` slot: None runs the PyTorch code below (the CPU, the
 tests' oracles); an engine on CUDA fills it with a Triton kernel of the same contract (`kernels/`),
@@ -74,30 +74,37 @@ class Rotary(nn.Module):
         return (xf * cos + rotated * sin).to(x.dtype)
 
 
-class SwiGLU(nn.Module):
-    """down(silu(gate(x)) * up(x)); gate and up are one fused matrix [gate; up]."""
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
 
-    def __init__(self, hidden: int, intermediate: int):
+
+class SwiGLU(nn.Module):
+    """down(act(gate(x)) * up(x)); gate and up are one fused matrix [gate; up]. `act` is SiLU in the
+    released models (SwiGLU proper); GELU (exact) and ReLU are the other gates the configs can name."""
+
+    def __init__(self, hidden: int, intermediate: int, activation: str = "silu"):
         super().__init__()
         self.intermediate = intermediate
+        self.activation = activation
         self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
         self.fused = None  # ([.., 2I] gate_up) -> silu(gate) * up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
-        if self.fused is not None:
+        # The kernel computes SiLU only: another gate keeps the PyTorch code even where a kernel is set.
+        if self.fused is not None and self.activation == "silu":
             return self.down_proj(self.fused(gate_up))
         gate, up = gate_up.split(self.intermediate, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(ACTIVATIONS[self.activation](gate) * up)
 
 
 class VocabHead(nn.Module):
     """The output projection, kept apart from the transformer so that callers choose which rows to
     project (only rows being decoded, in budgeted chunks) instead of materialising all logits."""
 
-    def __init__(self, hidden: int, vocab: int, tied_to: nn.Embedding | None = None):
+    def __init__(self, hidden: int, vocab: int, tied_to: nn.Embedding | None = None, scale: float = 1.0):
         super().__init__()
+        self.scale = scale  # LLaDA scale_logits; applied after the product, as the official model does
         # A list, so that a tied embedding is not registered (and saved) twice.
         self._tied = [tied_to] if tied_to is not None else []
         self.weight = None if tied_to is not None else nn.Parameter(torch.empty(vocab, hidden))
@@ -107,4 +114,5 @@ class VocabHead(nn.Module):
         return self._tied[0].weight if self._tied else self.weight
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.matrix)
+        logits = F.linear(hidden, self.matrix)
+        return logits if self.scale == 1.0 else logits * self.scale

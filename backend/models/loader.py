@@ -101,11 +101,18 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None, device="cpu",
             # Read straight onto the target device: no second copy of an 8B model in host memory.
             with safe_open(file, framework="pt", device=str(torch.device(device))) as f:
                 for m in file_maps:
-                    _copy_into(params[m.param], f.get_tensor(m.hf_name), m)
+                    _copy_into(params[m.param], f.get_tensor(m.hf_name), m, _offset(cfg, m))
     return model
 
 
-def _copy_into(param: torch.Tensor, tensor: torch.Tensor, m) -> None:
+def _offset(cfg: ModelConfig, m) -> float:
+    """What the checkpoint's value lacks of ours: 1 on every norm weight of a Gemma-style RMSNorm."""
+    return cfg.norm_weight_offset if m.param.endswith("norm.weight") else 0.0
+
+
+def _copy_into(param: torch.Tensor, tensor: torch.Tensor, m, offset: float = 0.0) -> None:
+    if offset:  # in the checkpoint's dtype, as the official (1 + weight)
+        tensor = tensor + offset
     if m.src_rows is not None:
         tensor = tensor[m.src_rows[0]:m.src_rows[1]]
     target = param if m.dst_rows is None else param[m.dst_rows[0]:m.dst_rows[1]]
@@ -122,7 +129,7 @@ def checkpoint_tensors(model: DiffusionLM) -> dict[str, torch.Tensor]:
     for m in ARCH_MODULES[cfg.arch].tensor_maps(cfg):
         p = params[m.param]
         t = p if m.dst_rows is None else p[m.dst_rows[0]:m.dst_rows[1]]
-        out[m.hf_name] = t.detach().to("cpu").contiguous()
+        out[m.hf_name] = (t.detach() - _offset(cfg, m)).to("cpu").contiguous()
     return out
 
 

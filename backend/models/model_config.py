@@ -6,14 +6,18 @@ import dataclasses
 from dataclasses import dataclass, field
 
 ARCHITECTURES = ("llada", "dream")
+# The gate's activation in the gated MLP down(act(gate x) * up x): LLaDA's activation_type, Dream's hidden_act.
+ACTIVATIONS = ("silu", "gelu", "relu")
 
 
 @dataclass
 class ModelConfig:
     """Architecture hyper-parameters plus the special token ids a decoder needs.
 
-    One dataclass for both LLaDA and Dream: they differ only in `qkv_bias` and `logit_shift`
-    (Dream's hidden state at position i predicts token i+1), so the model code is shared.
+    One dataclass for both LLaDA and Dream: the released models differ only in `qkv_bias` and
+    `logit_shift` (Dream's hidden state at position i predicts token i+1), so the model code is shared.
+    The fields after `logit_shift` carry config values the released checkpoints leave at their neutral
+    setting (`config_fields.py` lists which checkpoint fields map onto them).
     """
 
     arch: str = "llada"
@@ -29,6 +33,12 @@ class ModelConfig:
     qkv_bias: bool = False
     tie_word_embeddings: bool = False
     logit_shift: int = 0
+    activation: str = "silu"
+    embedding_scale: float = 1.0  # LLaDA input_emb_norm: embeddings x sqrt(hidden_size)
+    logit_scale: float = 1.0  # LLaDA scale_logits: logits x 1/sqrt(hidden_size)
+    # LLaDA gemma_rms stores each norm weight as (weight - 1): the loader adds this offset, so the
+    # model (and its fused kernels) run a plain RMSNorm; save_checkpoint subtracts it again.
+    norm_weight_offset: float = 0.0
     mask_token_id: int = 127
     eos_token_id: int = 126
     # Ids that end a generation besides EOS (LLaDA-Instruct's <|eot_id|>).
@@ -46,6 +56,8 @@ class ModelConfig:
             raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads: {self.num_kv_heads} does not divide num_heads={self.num_heads}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: {self.activation!r} is not supported (supported: {ACTIVATIONS})")
         if self.logit_shift not in (0, 1):
             raise ValueError(f"logit_shift: must be 0 or 1, got {self.logit_shift!r}")
         for name in ("mask_token_id", "eos_token_id"):
@@ -80,7 +92,7 @@ PRESETS: dict[str, ModelConfig] = {
     "dream-7b": ModelConfig(
         arch="dream", hidden_size=3584, num_layers=28, num_heads=28, num_kv_heads=4,
         intermediate_size=18944, vocab_size=152064, rope_theta=1000000.0, rms_norm_eps=1e-6,
-        max_sequence_length=2048, qkv_bias=True, logit_shift=1, mask_token_id=151666,
+        max_sequence_length=131072, qkv_bias=True, logit_shift=1, mask_token_id=151666,
         eos_token_id=151643, pad_token_id=151643,
     ),
     "tiny-llada": ModelConfig(

@@ -36,7 +36,7 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.attn = SelfAttention(cfg, rotary)
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, cfg.activation)
 
     def forward(self, x, residual, layer: int, batch: PackedBatch, ctx: AttentionContext):
         """`residual` is the stream so far and `x` the previous block's output not yet added to it (None
@@ -64,12 +64,15 @@ class DiffusionLM(nn.Module):
         rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.max_sequence_length)
         self.layers = nn.ModuleList(Block(cfg, rotary) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = VocabHead(cfg.hidden_size, cfg.vocab_size, self.embed if cfg.tie_word_embeddings else None)
+        self.lm_head = VocabHead(cfg.hidden_size, cfg.vocab_size, self.embed if cfg.tie_word_embeddings else None,
+                                 cfg.logit_scale)
 
     def forward(self, input_ids: torch.Tensor, batch: PackedBatch,
                 ctx: AttentionContext | None = None) -> torch.Tensor:
         ctx = ctx or AttentionContext()
         x, residual = self.embed(input_ids), None
+        if self.config.embedding_scale != 1.0:  # LLaDA input_emb_norm, on the looked-up rows as the official model
+            x = x * self.config.embedding_scale
         for i, layer in enumerate(self.layers):
             x, residual = layer(x, residual, i, batch, ctx)
         return self.norm(x) if residual is None else self.norm.add_forward(x, residual)[0]
