@@ -3,8 +3,9 @@
 A checkpoint's `config.json` is read through these tables, so that no value is taken silently:
 
 - honoured: the model is built with it (a key that is absent takes the official class's default);
-- refused: only the listed values are implemented; any other raises `ValueError` naming the field
-  (`config.json: activation_type 'gelu_new' is not supported (supported: ...)`);
+- refused: only the listed values are implemented; any other raises `ValueError` naming the field,
+  which the loader prefixes with the file (`.../config.json: activation_type 'swiglu' is not supported
+  (supported: 'silu', 'gelu', 'relu')`);
 - ignored: the field cannot change inference logits (initialisation, dropout, training or
   implementation details); the reason is written beside it.
 
