@@ -99,7 +99,7 @@ class Engine:
 
     # --- requests -------------------------------------------------------------------------------
     def make_params(self, values: dict | None = None) -> SamplingParams:
-        return SamplingParams.from_dict(values or {}, self.default_params)
+        return SamplingParams.from_dict(values or {}, self.default_params).for_family(self.model_config.arch)
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> Request:
         """A request for these inputs, or a ValueError naming the field. Touches no engine state."""
@@ -116,6 +116,7 @@ class Engine:
         if len(prompt_ids) + params.max_tokens > cfg.max_sequence_length:
             raise ValueError(f"max_tokens: prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceed "
                              f"the model's context of {cfg.max_sequence_length} positions")
+        params = params.for_family(cfg.arch)  # the family's own settings: defaults, or refused by name
         r = Request("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift)
         if params.sparse_retention < 1.0 and r.cacheable >= self.config.sparse_min_cached:
             r.retention, r.min_kept = params.sparse_retention, self.config.page_size
@@ -227,7 +228,8 @@ class Engine:
             r.refresh_cost if phase == Phase.REFRESH else r.reuse_cost)
         if phase == Phase.REFRESH and self.pool.holds(r.request_id):
             r.cached_block = r.block  # the Refresh stored this block's cache
-        chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold).tolist()
+        chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold,
+                                transfer_p=r.transfer_p()).tolist()
         r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen])
         self.stats["committed"] += len(chosen)
         return self._advance(r)

@@ -6,7 +6,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from backend.engine.denoise import transfer_schedule
+from backend.engine.denoise import dream_schedule, origin_transfer_probability, transfer_schedule
 from backend.engine.sampling_params import SamplingParams
 
 
@@ -128,12 +128,22 @@ class Request:
 
     # --- denoising bookkeeping ------------------------------------------------------------------
     def quota(self) -> int | None:
-        """Tokens this step commits (None under threshold decoding)."""
-        if self.params.threshold is not None:
+        """Tokens this step commits (None under threshold decoding and Dream's origin): LLaDA's linear
+        schedule, or Dream's timestep schedule (params resolved for the family: Dream's have an alg)."""
+        p = self.params
+        if p.threshold is not None or p.alg == "origin":
             return None
         if self._quotas is None:
-            self._quotas = transfer_schedule(self.params.block_length, self.params.steps_per_block)
+            self._quotas = (transfer_schedule(p.block_length, p.steps_per_block) if p.alg is None
+                            else dream_schedule(p.block_length, p.steps_per_block, p.eps))
         return self._quotas[self.step_in_block]
+
+    def transfer_p(self) -> float | None:
+        """Dream's origin: the probability that a masked position gets its token this step."""
+        p = self.params
+        if p.alg != "origin" or p.threshold is not None:
+            return None
+        return origin_transfer_probability(self.step_in_block, p.steps_per_block, p.eps)
 
     def commit(self, positions: list[int], token_ids: list[int]) -> None:
         for p, t in zip(positions, token_ids, strict=True):

@@ -22,7 +22,13 @@ from backend.engine.param_parsing import (
 
 __all__ = ["SamplingParams", "largest_block", "parse_bool", "parse_float", "parse_int", "parse_retention", "parse_stop"]
 
-REMASKING = ("low_confidence", "random")
+REMASKING = ("low_confidence", "random")  # LLaDA's `remasking`
+DREAM_ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")  # Dream's `alg`
+# Each family's official defaults for the settings only it has (LLaDA's generate: remasking
+# low_confidence; Dream's DreamGenerationConfig: alg origin, eps 1e-3, alg_temp None).
+FAMILY_DEFAULTS = {"llada": {"remasking": "low_confidence"}, "dream": {"alg": "origin", "eps": 1e-3}}
+FAMILY_NAMES = {"llada": "LLaDA", "dream": "Dream"}
+FAMILY_ONLY = {"remasking": "llada", "alg": "dream", "alg_temp": "dream", "eps": "dream"}
 CACHE_MODES = ("none", "dual")
 DEFAULT_MAX_BLOCK = 32
 # Bounds that keep a request's cost on the engine thread proportional to what it asks for: stop
@@ -52,6 +58,14 @@ def _share(name: str, v) -> float:
     return v
 
 
+def _open_share(name: str, v) -> float:
+    """A number in (0, 1): Dream's eps (the last timestep)."""
+    v = parse_float(name, v)
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"{name}: must be in (0, 1), got {show(v)}")
+    return v
+
+
 def parse_retention(name: str, v) -> float:
     """A sparse retention: a number in [MIN_SPARSE_RETENTION, 1]."""
     v = parse_float(name, v)
@@ -70,7 +84,12 @@ class SamplingParams:
     steps: int | None = None  # None: max_tokens (one token per step); exclusive with threshold
     threshold: float | None = None  # confidence-threshold parallel decoding (Fast-dLLM)
     temperature: float = 0.0
-    remasking: str = "low_confidence"
+    remasking: str | None = None  # LLaDA only; None: the family's default (low_confidence)
+    alg: str | None = None  # Dream only; None: the family's default (origin)
+    alg_temp: float | None = None  # Dream only: > 0 samples the committed positions (None / 0: top-k)
+    eps: float | None = None  # Dream only: the last timestep of its schedule (None: 1e-3)
+    top_p: float | None = None  # nucleus filter of the sampling distribution (None / 1: off)
+    top_k: int | None = None  # keep the k most likely tokens (None: off)
     seed: int = 0
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
@@ -85,6 +104,9 @@ class SamplingParams:
         "max_tokens": _count, "block_length": _count, "steps": _count, "threshold": _share,
         "temperature": partial(parse_float, lo=0.0, hi=MAX_TEMPERATURE),
         "remasking": partial(parse_str, choices=REMASKING),
+        "alg": partial(parse_str, choices=DREAM_ALGS),
+        "alg_temp": partial(parse_float, lo=0.0, hi=MAX_TEMPERATURE), "eps": _open_share, "top_p": _share,
+        "top_k": _count,
         "seed": partial(parse_int, lo=0, hi=MAX_INT64),
         "stop": partial(parse_stop, max_count=MAX_STOP_STRINGS, max_chars=MAX_STOP_CHARS),
         "ignore_eos": parse_bool, "cache": partial(parse_str, choices=CACHE_MODES),
@@ -108,8 +130,13 @@ class SamplingParams:
         if self.threshold is not None:
             if self.steps is not None:
                 raise ValueError("steps: cannot be combined with threshold (threshold decides the steps)")
-            if self.remasking != "low_confidence":
+            if self.remasking not in (None, "low_confidence"):
                 raise ValueError("remasking: threshold decoding needs remasking='low_confidence'")
+            if self.alg == "origin":
+                raise ValueError("alg: threshold decoding needs a confidence (maskgit_plus, topk_margin or "
+                                 "entropy); origin has none")
+            if self.alg_temp:
+                raise ValueError("alg_temp: threshold decoding ranks by confidence; alg_temp must be 0 or unset")
         else:
             if self.steps is None:
                 self.steps = self.max_tokens
@@ -119,6 +146,21 @@ class SamplingParams:
             if self.steps // self.num_blocks > self.block_length:
                 raise ValueError(f"steps: {self.steps // self.num_blocks} steps per block exceed "
                                  f"block_length={self.block_length} (a step would commit nothing)")
+
+    def for_family(self, arch: str) -> SamplingParams:
+        """These parameters for a model family ("llada" or "dream"): a setting of the other family
+        is refused by name, the family's own settings take their official defaults."""
+        for name, family in FAMILY_ONLY.items():
+            if family != arch and getattr(self, name) is not None:
+                mine = sorted(k for k, f in FAMILY_ONLY.items() if f == arch)
+                raise ValueError(f"{name}: a {FAMILY_NAMES[family]} setting; {FAMILY_NAMES.get(arch, arch)} models "
+                                 f"take {', '.join(mine)} (and every general setting)")
+        defaults = {k: v for k, v in FAMILY_DEFAULTS.get(arch, {}).items() if getattr(self, k) is None}
+        if not defaults:
+            return self
+        if self.threshold is not None and defaults.get("alg") == "origin":
+            defaults["alg"] = "maskgit_plus"  # threshold decoding needs a confidence: Dream's own
+        return dataclasses.replace(self, **defaults)
 
     @property
     def num_blocks(self) -> int:

@@ -27,7 +27,8 @@ def _prompt(rng: random.Random, model, n=None) -> list[int]:
     return random_ids(n or rng.randint(1, 30), cfg.vocab_size, gen, avoid=(cfg.mask_token_id,)).tolist()
 
 
-def _random_params(rng: random.Random, **extra) -> SamplingParams:
+def _random_params(rng: random.Random, arch: str = "llada", **extra) -> SamplingParams:
+    """(Dream models take alg, not remasking: issue 22; the full alg matrix is in test_official_decoders.)"""
     block = rng.choice([1, 2, 4, 8])
     max_tokens = block * rng.randint(1, 4)
     per_block = rng.randint(1, block)
@@ -37,7 +38,9 @@ def _random_params(rng: random.Random, **extra) -> SamplingParams:
                               **extra)
     return SamplingParams(max_tokens=max_tokens, block_length=block, steps=per_block * (max_tokens // block),
                           temperature=rng.choice([0.0, 0.0, 0.7]), seed=rng.randrange(100),
-                          remasking=rng.choice(["low_confidence", "low_confidence", "random"]), **extra)
+                          **({"remasking": rng.choice(["low_confidence", "low_confidence", "random"])}
+                             if arch == "llada" else {"alg": rng.choice(["origin", "maskgit_plus", "entropy"])}),
+                          **extra)
 
 
 def test_refresh_every_step_equals_reference(tiny64):
@@ -47,7 +50,7 @@ def test_refresh_every_step_equals_reference(tiny64):
     rng = random.Random(0)
     engine = _engine(tiny64)
     prompts = [_prompt(rng, tiny64) for _ in range(24)]
-    params = [_random_params(rng, refresh_interval=1) for _ in prompts]
+    params = [_random_params(rng, tiny64.config.arch, refresh_interval=1) for _ in prompts]
     results = engine.generate(prompts, params)
     for i, (p, sp, res) in enumerate(zip(prompts, params, results, strict=True)):
         ref = generate(tiny64, p, sp)
@@ -61,7 +64,7 @@ def test_no_cache_equals_reference(tiny64):
     rng = random.Random(1)
     engine = _engine(tiny64)
     prompts = [_prompt(rng, tiny64) for _ in range(6)]
-    params = [_random_params(rng, cache="none") for _ in prompts]
+    params = [_random_params(rng, tiny64.config.arch, cache="none") for _ in prompts]
     for p, sp, res in zip(prompts, params, engine.generate(prompts, params), strict=True):
         assert res.token_ids == generate(tiny64, p, sp).tokens
 

@@ -51,7 +51,20 @@ def assert_valid(p: SamplingParams) -> None:
         assert p.steps % p.num_blocks == 0 and p.steps_per_block <= p.block_length
     assert isinstance(p.stop, list) and len(p.stop) <= MAX_STOP_STRINGS
     assert all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in p.stop)
-    assert p.remasking in ("low_confidence", "random") and p.cache in ("none", "dual")
+    # remasking / alg / eps unset (None) take the model family's official default (for_family).
+    assert p.remasking in (None, "low_confidence", "random") and p.cache in ("none", "dual")
+    assert p.alg in (None, "origin", "maskgit_plus", "topk_margin", "entropy")
+    for name, lo, hi in (("alg_temp", 0.0, MAX_TEMPERATURE), ("eps", 0.0, 1.0), ("top_p", 0.0, 1.0)):
+        v = getattr(p, name)
+        assert v is None or (type(v) is float and math.isfinite(v) and lo <= v <= hi), (name, v)
+    assert p.top_k is None or (type(p.top_k) is int and 1 <= p.top_k <= MAX_INT32)
+    for arch in ("llada", "dream"):
+        try:
+            q = p.for_family(arch)
+        except ValueError as e:
+            assert str(e).split(":")[0] in ("remasking", "alg", "alg_temp", "eps"), str(e)
+            continue
+        assert (q.remasking is None) == (arch == "dream") and (q.alg is None) == (arch == "llada")
     assert type(p.ignore_eos) is bool
 
 

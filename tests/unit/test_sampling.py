@@ -41,8 +41,8 @@ def test_defaults_and_from_dict_with_strings():
                                   "stop": '["a", "bc"]', "seed": 3.0})
     assert (p.max_tokens, p.temperature, p.ignore_eos, p.stop, p.seed) == (64, 0.5, True, ["a", "bc"], 3)
     assert p.steps == 64 and p.block_length == 32
-    with pytest.raises(ValueError, match="^top_p: unknown"):
-        SamplingParams.from_dict({"top_p": 0.9})
+    with pytest.raises(ValueError, match="^top_q: unknown"):  # (top_p is a setting now: issue 22)
+        SamplingParams.from_dict({"top_q": 0.9})
     with pytest.raises(ValueError, match="^max_tokens: expected an integer"):
         SamplingParams.from_dict({"max_tokens": "many"})
     with pytest.raises(ValueError, match="^ignore_eos: expected a boolean"):

@@ -23,6 +23,7 @@ from backend.engine.attention.sparse_selection import SparseItem, plan_groups, t
 from backend.engine.kv.pool import KVPool
 from backend.engine.request import Phase, Request
 from backend.engine.runner.decode_head import DecodeRows, budgeted_decode
+from backend.engine.runner.sampling import ALG_CODES
 from backend.engine.runner.step_inputs import HostStager, StepInputs
 from backend.models import DiffusionLM, PackedBatch
 
@@ -99,6 +100,10 @@ class ModelRunner:
         reqs = [batch[order[j]][0] for j in dec_req]
         temps = [r.params.temperature for r in reqs]
         randoms = [r.params.remasking == "random" for r in reqs]
+        algs = [ALG_CODES[r.params.alg or r.params.remasking or "low_confidence"] for r in reqs]
+        top_ps = [r.params.top_p or 1.0 for r in reqs]
+        top_ks = [r.params.top_k or 0 for r in reqs]
+        alg_temps = [r.params.alg_temp or 0.0 for r in reqs]
         arrays = {
             "ids": np.concatenate(ids), "positions": np.concatenate(positions),
             "cu": np.cumsum([0, *seqlens], dtype=np.int32),
@@ -107,6 +112,8 @@ class ModelRunner:
             "dec_seed": np.asarray([r.params.seed for r in reqs], dtype=np.int64),
             "dec_step": np.asarray([r.global_step for r in reqs], dtype=np.int64),
             "dec_random": np.asarray(randoms, dtype=np.bool_),
+            "dec_alg": np.asarray(algs, dtype=np.int64), "dec_top_p": np.asarray(top_ps, dtype=np.float64),
+            "dec_top_k": np.asarray(top_ks, dtype=np.int64), "dec_alg_temp": np.asarray(alg_temps, dtype=np.float64),
         }
         if reuse_rows:
             arrays["reuse_cu"] = np.cumsum([0, *reuse_rows], dtype=np.int32)
@@ -134,8 +141,10 @@ class ModelRunner:
             store_src=t.get("store_src"), store_dst=t.get("store_dst"), table_rows=t.get("table_rows"),
             tables=t.get("tables"), counts=t.get("counts"),
             decode=DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"],
-                              t["dec_random"]),
-            sampling=any(x > 0 for x in temps), any_random=any(randoms), dec_bounds=bounds, dec_positions=dec_pos,
+                              t["dec_random"], t["dec_alg"], t["dec_top_p"], t["dec_top_k"], t["dec_alg_temp"]),
+            sampling=any(x > 0 for x in temps), any_random=any(randoms), any_dream=any(a >= 2 for a in algs),
+            any_filter=any(x < 1.0 for x in top_ps) or any(k > 0 for k in top_ks), dec_bounds=bounds,
+            dec_positions=dec_pos,
             sparse_groups=sparse_groups, sparse_entries=sparse_entries,
             sparse_keep=[it.keep for it in sparse],
         )
@@ -183,7 +192,8 @@ class ModelRunner:
     def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:
         tokens, conf, _ = budgeted_decode(
             hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, self.model.config.mask_token_id,
-            sampling=inputs.sampling, any_random=inputs.any_random)
+            sampling=inputs.sampling, any_random=inputs.any_random, any_dream=inputs.any_dream,
+            any_filter=inputs.any_filter)
         tokens, conf = _to_host(tokens, conf)
         results: list[RowResults | None] = [None] * len(inputs.order)
         pos = inputs.dec_positions

@@ -38,6 +38,8 @@ class StepInputs:
     decode: DecodeRows
     sampling: bool  # some decoded row has temperature > 0 (host-known: no device read)
     any_random: bool  # some decoded row uses random remasking
+    any_dream: bool = False  # some decoded row follows one of Dream's algs
+    any_filter: bool = False  # some decoded row has top_p / top_k
     dec_bounds: list[tuple[int, int]] = field(default_factory=list)  # per packed request: its decode rows
     dec_positions: list[int] = field(default_factory=list)
     sparse_groups: list = field(default_factory=list)  # backend.engine.attention.sparse_selection.SparseGroup per group
