@@ -184,3 +184,13 @@ def _check_range(name: str, v, lo, hi) -> None:
         raise ValueError(f"{name}: must be >= {lo}, got {show(v)}")
     if hi is not None and v > hi:
         raise ValueError(f"{name}: must be <= {hi}, got {show(v)}")
+
+
+def parse_neutral_only(name: str, v, neutral: float, why: str) -> float:
+    """A number that must be `neutral` (vLLM's keys this engine cannot honour): accepted there, so that
+    a client sending the neutral value works unchanged; refused by name, with `why`, anywhere else.
+    Never ignored: an ignored penalty would silently answer a different question."""
+    v = parse_float(name, v)
+    if v != neutral:
+        raise ValueError(f"{name}: only {show(neutral)} (no penalty) is supported, got {show(v)}: {why}")
+    return v

@@ -15,6 +15,7 @@ from backend.engine.param_parsing import (
     parse_bool,
     parse_float,
     parse_int,
+    parse_neutral_only,
     parse_stop,
     parse_str,
     show,
@@ -75,6 +76,11 @@ def parse_retention(name: str, v) -> float:
 
 
 _count = partial(parse_int, lo=1, hi=MAX_INT32)
+# Why vLLM's penalties are refused (issue 23): they reweigh a token by the tokens generated *before*
+# it, and a diffusion model commits a block's positions in parallel and out of order, so at a step
+# the "tokens so far" of a position is not defined (the positions on both sides may still be masked).
+_PENALTY_WHY = ("penalties over previously generated tokens have no defined order in a diffusion model, "
+                "which commits positions in parallel and out of order")
 
 
 @dataclass
@@ -96,6 +102,14 @@ class SamplingParams:
     cache: str = "dual"
     sparse_retention: float = 1.0
     refresh_interval: int | None = None  # None: refresh at each block start only
+    # vLLM's keys (issue 23). min_tokens: stop tokens and stop strings cannot end the generation
+    # within its first min_tokens positions. include_stop_str_in_output: the stop string stays in
+    # the text. Penalties: neutral values only (see _PENALTY_WHY).
+    min_tokens: int = 0
+    include_stop_str_in_output: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
 
     # One total parser per field (name, raw value) -> value, or a ValueError naming the field. They
     # run on every construction, so a SamplingParams holds nothing the engine cannot represent:
@@ -111,6 +125,10 @@ class SamplingParams:
         "stop": partial(parse_stop, max_count=MAX_STOP_STRINGS, max_chars=MAX_STOP_CHARS),
         "ignore_eos": parse_bool, "cache": partial(parse_str, choices=CACHE_MODES),
         "sparse_retention": parse_retention, "refresh_interval": _count,
+        "min_tokens": partial(parse_int, lo=0, hi=MAX_INT32), "include_stop_str_in_output": parse_bool,
+        "presence_penalty": partial(parse_neutral_only, neutral=0.0, why=_PENALTY_WHY),
+        "frequency_penalty": partial(parse_neutral_only, neutral=0.0, why=_PENALTY_WHY),
+        "repetition_penalty": partial(parse_neutral_only, neutral=1.0, why=_PENALTY_WHY),
     }
 
     def __post_init__(self):
@@ -127,6 +145,8 @@ class SamplingParams:
             raise ValueError(f"block_length: {self.block_length} is longer than max_tokens={self.max_tokens}")
         if self.max_tokens % self.block_length:
             raise ValueError(f"block_length: {self.block_length} does not divide max_tokens={self.max_tokens}")
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens: {self.min_tokens} exceeds max_tokens={self.max_tokens}")
         if self.threshold is not None:
             if self.steps is not None:
                 raise ValueError("steps: cannot be combined with threshold (threshold decides the steps)")

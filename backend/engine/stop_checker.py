@@ -28,14 +28,25 @@ class StopChecker:
         (it ends the text earlier). While no stop string has occurred, tokens whose text could be the
         start of one are held back, because streamed text cannot be taken back.
         """
-        eos_at = None if params.ignore_eos else self._first_stop_id(prefix, streamed)
+        # min_tokens: the first min_tokens positions cannot end the generation. A stop id there is
+        # kept as a token (as with ignore_eos), a stop string must end past their text.
+        floor = getattr(params, "min_tokens", 0)  # duck-typed params (tests) may predate it
+        eos_at = None if params.ignore_eos else self._first_stop_id(prefix, max(streamed, floor))
         text_ids = prefix if eos_at is None else prefix[:eos_at]
         if not params.stop or self.tokenizer is None or not text_ids:
             return (len(prefix), None) if eos_at is None else (eos_at, "eos")
         text = self.tokenizer.decode(text_ids)
-        hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+        floor_chars = len(self.tokenizer.decode(text_ids[:floor])) if floor else 0
+        hits = [(i, i + len(s)) for i, s in ((text.find(s, max(0, floor_chars - len(s) + 1)), s)
+                                               for s in params.stop) if i >= 0]
         if hits:
-            return self._tokens_within(text_ids, min(hits), streamed), "stop"
+            start, end = min(hits)
+            if not getattr(params, "include_stop_str_in_output", False):
+                return self._tokens_within(text_ids, start, streamed), "stop"
+            keep = self._tokens_within(text_ids, end, streamed)
+            if keep < len(text_ids) and len(self.tokenizer.decode(text_ids[:keep])) < end:
+                keep += 1  # the token that completes the stop string (it may carry a few more characters)
+            return keep, "stop"
         if eos_at is not None:
             return eos_at, "eos"
         held = max(partial_match(text, s) for s in params.stop)

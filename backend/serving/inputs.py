@@ -29,7 +29,14 @@ from backend.engine.param_parsing import parse_json_object, show
 # hold a dozen scalars and at most 16 stop strings of 256 characters.
 MAX_JSON_CHARS = 64 * 1024
 FLAG_INPUTS = ("stream", "exclude_input_in_output", "return_finish_reason", "return_num_input_tokens",
-               "return_num_output_tokens")
+               "return_num_output_tokens", "return_logprobs", "return_cumulative_logprob", "return_finish_detail")
+# Inputs the vLLM backend declares for features this model does not have: declared in config.pbtxt
+# so that Triton never refuses a vLLM client's request itself (on a gRPC stream that is the 2.51
+# shutdown hazard the README describes), and refused here by name.
+UNSUPPORTED_INPUTS = {
+    "image": "images are not supported: the served models are text-only",
+    "embedding_request": "embeddings are not supported: a diffusion LLM here only generates text",
+}
 
 
 class InvalidInput(ValueError):
@@ -45,6 +52,9 @@ class GenerateRequest:
     return_finish_reason: bool = False
     return_num_input_tokens: bool = False
     return_num_output_tokens: bool = False
+    return_logprobs: bool = False
+    return_cumulative_logprob: bool = False
+    return_finish_detail: bool = False  # ours: eos / stop_string / length, the detail vLLM's "stop" hides
     sampling: dict = field(default_factory=dict)  # raw values; the engine validates them
 
 
@@ -95,6 +105,9 @@ def parse_request(get_input: Callable[[str], np.ndarray | None], parameters_json
     raw = get_input("text_input")
     if raw is None:
         raise InvalidInput("text_input: missing (a BYTES tensor holding the prompt)")
+    for name, why in UNSUPPORTED_INPUTS.items():
+        if get_input(name) is not None:
+            raise InvalidInput(f"{name}: {why}")
     prompt = _text("text_input", _single("text_input", raw), max_prompt_bytes)
     if not prompt:
         raise InvalidInput("text_input: empty prompt")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from backend.engine.sampling_params import SamplingParams
 from backend.serving.inputs import GenerateRequest, InvalidInput, parse_request
+from backend.serving.vllm_keys import ServingKeys, take_serving_keys
 
 # A client error names its field first ("max_tokens: ..."); a ValueError without that shape comes
 # from somewhere we did not expect and is treated as our failure.
@@ -40,6 +41,8 @@ class Prepared:
     prompt_ids: list[int]
     params: SamplingParams
     engine_request: object = None  # what the engine's `validate` built: handed to the engine as it is
+    keys: ServingKeys = None  # n, skip_special_tokens
+    engine_requests: list = None  # one per answer (n of them); engine_request is the first
 
 
 class Intake:
@@ -54,10 +57,18 @@ class Intake:
 
     def prepare(self, get_input: Callable[[str], object], parameters_json: str = "") -> Prepared:
         req = parse_request(get_input, parameters_json, self.limits.max_prompt_bytes)
-        params = _client_errors(self._make_params, req.sampling)
+        if req.return_cumulative_logprob:
+            raise InvalidInput("return_cumulative_logprob: not supported: log-probabilities are not computed by "
+                               "this server yet; leave it unset or false")
+        sampling = dict(req.sampling)
+        keys = _client_errors(take_serving_keys, sampling)
+        params = _client_errors(self._make_params, sampling)
         prompt_ids = self._encode(req.prompt)
-        engine_request = _client_errors(self._validate, prompt_ids, params)
-        return Prepared(req, prompt_ids, params, engine_request)
+        requests = [_client_errors(self._validate, prompt_ids, params)]
+        for seed in keys.seeds(params.seed)[1:]:  # answers 2..n: the same request but for its seed
+            requests.append(_client_errors(self._validate, prompt_ids,
+                                           _client_errors(self._make_params, {**sampling, "seed": seed})))
+        return Prepared(req, prompt_ids, params, requests[0], keys, requests)
 
 
 def names_a_field(message: str) -> bool:

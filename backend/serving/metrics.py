@@ -26,6 +26,9 @@ import threading
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0]
 TOKENS_PER_FORWARD_BUCKETS = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0]
 # One engine iteration: a few milliseconds (a Reuse step) to a second or more (Refreshes of long prompts).
+# Token counts of one request, vLLM's 1-2-5 series (vllm:request_prompt_tokens and friends).
+TOKEN_COUNT_BUCKETS = [m * 10 ** e for e in range(6) for m in (1, 2, 5)]
+N_BUCKETS = [1, 2, 5, 10, 20]  # vLLM's vllm:request_params_n
 ITERATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12]
 
 COUNTERS = {
@@ -47,6 +50,12 @@ HISTOGRAMS = {
     "end_to_end": ("dllm:e2e_request_latency_seconds", "Time from arrival to the final response", LATENCY_BUCKETS),
     "tokens_per_forward": ("dllm:tokens_per_forward", "Tokens committed per model forward, per finished request",
                            TOKENS_PER_FORWARD_BUCKETS),
+    # vLLM's per-request histograms, under our prefix (a vLLM dashboard needs only the prefix changed).
+    "request_prompt_tokens": ("dllm:request_prompt_tokens", "Prompt tokens of each finished request",
+                              TOKEN_COUNT_BUCKETS),
+    "request_generation_tokens": ("dllm:request_generation_tokens",
+                                  "Generated tokens of each finished request (all n answers)", TOKEN_COUNT_BUCKETS),
+    "request_params_n": ("dllm:request_params_n", "The n parameter of each finished request", N_BUCKETS),
     "iteration": ("dllm:iteration_seconds", "Wall time of one engine iteration (forward and decode)",
                   ITERATION_BUCKETS),
 }
@@ -56,6 +65,14 @@ GAUGES = {
     "kv_pages_used": ("dllm:kv_pages_used", "K/V pool pages in use"),
     "kv_pages_total": ("dllm:kv_pages_total", "K/V pool pages in all"),
 }
+
+
+def custom_metrics_enabled(model_config: dict) -> bool:
+    """The vLLM backend's switch: the `REPORT_CUSTOM_METRICS` parameter of config.pbtxt, "true" (any
+    case) to report; absent or anything else: no dllm: series at all. Our config.pbtxt sets it."""
+    spec = (model_config.get("parameters") or {}).get("REPORT_CUSTOM_METRICS")
+    value = spec.get("string_value", "") if isinstance(spec, dict) else str(spec or "")
+    return value.strip().lower() == "true"
 
 
 class ServingMetrics:
@@ -87,7 +104,7 @@ class ServingMetrics:
         return not self._closed and os.getppid() == self._server_pid
 
     def request_finished(self, finish_reason: str | None, prompt_tokens: int, output_tokens: int,
-                         end_to_end: float | None, forwards: int) -> None:
+                         end_to_end: float | None, forwards: int, n: int = 1) -> None:
         with self._lock:
             if not self._usable():
                 return
@@ -100,6 +117,9 @@ class ServingMetrics:
             self._counters["generation_tokens"].increment(output_tokens)
             if end_to_end is not None:
                 self._hist["end_to_end"].observe(end_to_end)
+            self._hist["request_prompt_tokens"].observe(prompt_tokens)
+            self._hist["request_generation_tokens"].observe(output_tokens)
+            self._hist["request_params_n"].observe(n)
             if forwards > 0 and output_tokens > 0:
                 self._hist["tokens_per_forward"].observe(output_tokens / forwards)
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.serving.answers import AnswerGroup, GroupReply
 from backend.serving.intake import names_a_field
-from backend.serving.request_tracker import Reply, RequestTracker
+from backend.serving.request_tracker import RequestTracker
 from backend.serving.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ _NEW, _OUTPUT, _FAIL, _STOP = "new", "output", "fail", "stop"
 @dataclass
 class _Active:
     sender: object  # the request's response sender
-    tracker: RequestTracker | None  # None: refused at execute, only an error to send
+    tracker: AnswerGroup | None  # None: refused at execute, only an error to send
+    sub_ids: list  # the engine request of each answer (one unless n > 1)
     cancelled: bool = False
+    closed: bool = False  # its final response has gone out: later outputs are bookkeeping only
     first_delta_reported: bool = False
     checked_at: float = 0.0  # last is_cancelled() call: each costs a round trip to the server process
 
@@ -61,18 +64,24 @@ class Responder:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, request_id: str, sender, tracker: RequestTracker, request) -> None:
+    def submit(self, request_id: str, sender, tracker: RequestTracker | AnswerGroup, request) -> None:
         """Hand a request to the engine as the intake's validation built it (`Engine.validate`: nothing
         checks it again; see intake.py). From
         here on the stream's sender belongs to the response thread alone, failures included:
         polling is_cancelled() on a sender that another thread has closed crashes tritonserver 2.51
         (segfault in TRITONBACKEND_ResponseFactoryIsCancelled). An engine that refuses the request
         anyway (a ValueError naming the field) gets INVALID_ARG; any other failure (the engine loop
-        has died) INTERNAL."""
-        self._queue.put((_NEW, request_id, _Active(sender, tracker)))
+        has died) INTERNAL. `request`: one engine request, or a list of them (the n answers of
+        `tracker`, an AnswerGroup)."""
+        requests = request if isinstance(request, list) else [request]
+        if isinstance(tracker, RequestTracker):
+            tracker = AnswerGroup([tracker], [request_id])
+        entry = _Active(sender, tracker, list(tracker.sub_ids))
+        self._queue.put((_NEW, request_id, entry))
         try:
-            self._engine.submit_validated(request, request_id=request_id,
-                                          on_output=lambda out: self._queue.put((_OUTPUT, request_id, out)))
+            for sub_id, req in zip(entry.sub_ids, requests, strict=True):
+                self._engine.submit_validated(req, request_id=sub_id,
+                                              on_output=lambda out, sid=sub_id: self._queue.put((_OUTPUT, sid, out)))
         except Exception as e:
             invalid = isinstance(e, ValueError) and names_a_field(str(e))
             message = str(e) if invalid else f"internal error: {type(e).__name__}: {e}"
@@ -81,7 +90,7 @@ class Responder:
     def refuse(self, request_id: str, sender, message: str, invalid: bool) -> None:
         """Answer a request `execute` did not accept with one error (INVALID_ARG if `invalid`, else
         INTERNAL), sent by this thread like every other response."""
-        self._queue.put((_NEW, request_id, _Active(sender, None)))
+        self._queue.put((_NEW, request_id, _Active(sender, None, [request_id])))
         self._queue.put((_FAIL, request_id, (message, invalid)))
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -94,7 +103,7 @@ class Responder:
 
     @property
     def num_active(self) -> int:
-        return len(self._active)
+        return len({id(e) for e in self._active.values()})
 
     # --- the response thread ---
 
@@ -148,7 +157,8 @@ class Responder:
     def _handle(self, kind: str, request_id: str, payload) -> None:
         try:
             if kind == _NEW:
-                self._active[request_id] = payload
+                for sub_id in payload.sub_ids:
+                    self._active[sub_id] = payload
             elif kind == _FAIL:
                 self._fail(request_id, *payload)
             elif kind == _OUTPUT:
@@ -160,24 +170,24 @@ class Responder:
         entry = self._active.get(request_id)
         if entry is None:
             return
-        if entry.cancelled:
-            if out.finished:  # the engine has let go of the request: close the stream
-                self._send_final_flag(entry)
-        else:
-            reply = entry.tracker.on_output(out)
+        if not entry.cancelled and not entry.closed:
+            reply = entry.tracker.on_output(request_id, out)
             if reply is not None:
-                self._send(request_id, entry, reply, out)
+                self._send(request_id, entry, reply)
         self._observe_deltas(entry)
         if out.finished:
             del self._active[request_id]
-            self._observe_finished(entry, out)
+            if not any(sid in self._active for sid in entry.sub_ids):  # the engine let go of every answer
+                if entry.cancelled and not entry.closed:
+                    self._send_final_flag(entry)
+                self._observe_finished(entry, out)
 
-    def _send(self, request_id: str, entry: _Active, reply: Reply, out) -> None:
+    def _send(self, request_id: str, entry: _Active, reply: GroupReply) -> None:
         pb = self._pb
         flags = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if reply.final else 0
         if reply.error is not None:
             response = pb.InferenceResponse(error=pb.TritonError(reply.error, pb.TritonError.INTERNAL))
-        elif reply.finish_reason == "abort":
+        elif reply.aborted:
             # We abort only on cancellation (handled above), so this is the engine shutting down.
             response = pb.InferenceResponse(error=pb.TritonError(
                 "request aborted: the model is unloading", pb.TritonError.UNAVAILABLE))
@@ -190,32 +200,53 @@ class Responder:
         except Exception as e:  # the client went away: treat as a cancellation
             log.info("dllm responder: send failed for %s (%s); aborting it", request_id, e)
             cancelled = not reply.final
-        if cancelled:
+        if reply.final:
+            entry.closed = True
+            self._abort_answers(entry)  # an answer failed: the others are not wanted any more
+        elif cancelled:
             self._cancel(request_id, entry)
 
-    def _tensors(self, tracker: RequestTracker, reply: Reply) -> list:
-        pb, req = self._pb, tracker.request
-        tensors = [pb.Tensor("text_output", np.array([reply.text.encode("utf-8")], dtype=np.object_))]
+    def _tensors(self, group: AnswerGroup, reply: GroupReply) -> list:
+        pb, req = self._pb, group.request
+
+        def strings(values):
+            return np.array([v.encode("utf-8") for v in values], dtype=np.object_)
+
+        tensors = [pb.Tensor("text_output", strings(reply.texts))]
         if req.return_finish_reason:
-            reason = (reply.finish_reason or "").encode("utf-8")
-            tensors.append(pb.Tensor("finish_reason", np.array([reason], dtype=np.object_)))
+            tensors.append(pb.Tensor("finish_reason", strings(reply.vllm_reasons)))
+        if req.return_finish_detail:
+            tensors.append(pb.Tensor("finish_detail", strings(reply.details)))
+        if req.return_logprobs:  # vLLM's answer when `logprobs` was not asked for (it is refused here)
+            tensors.append(pb.Tensor("logprobs", strings(["null"] * len(reply.texts))))
         if req.return_num_input_tokens:
-            tensors.append(pb.Tensor("num_input_tokens", np.array([tracker.num_prompt_tokens], dtype=np.uint32)))
+            tensors.append(pb.Tensor("num_input_tokens", np.array([group.num_prompt_tokens], dtype=np.uint32)))
         if req.return_num_output_tokens:
-            tensors.append(pb.Tensor("num_output_tokens", np.array([reply.num_output_tokens], dtype=np.uint32)))
+            tensors.append(pb.Tensor("num_output_tokens", np.array(reply.num_output_tokens, dtype=np.uint32)))
         return tensors
 
     def _cancel(self, request_id: str, entry: _Active) -> None:
         entry.cancelled = True
         self._log_info(f"dllm: request {request_id} cancelled by the client; aborting it in the engine")
-        # The engine answers with a final "abort" output within one iteration (K/V freed); the
-        # stream's FINAL goes out then, in _on_output.
-        self._engine.abort(request_id)
+        # The engine answers each answer with a final "abort" output within one iteration (K/V
+        # freed); the stream's FINAL goes out once all have come, in _on_output.
+        self._abort_answers(entry)
+
+    def _abort_answers(self, entry: _Active) -> None:
+        for sub_id in entry.sub_ids:
+            if self._active.get(sub_id) is entry:
+                try:
+                    self._engine.abort(sub_id)
+                except Exception:  # never submitted (submit failed on an earlier answer), or already gone
+                    log.debug("dllm responder: nothing to abort for %s", sub_id)
 
     def _fail(self, request_id: str, message: str, invalid: bool) -> None:
-        entry = self._active.pop(request_id, None)
+        entry = self._active.get(request_id)
         if entry is None:
             return
+        self._abort_answers(entry)  # answers the engine took before it refused one (n > 1)
+        for sub_id in entry.sub_ids:
+            self._active.pop(sub_id, None)
         pb = self._pb
         code = pb.TritonError.INVALID_ARG if invalid else pb.TritonError.INTERNAL
         try:
@@ -234,7 +265,7 @@ class Responder:
         now = time.monotonic()
         for request_id, entry in list(self._active.items()):
             # Streams that just received a response were checked then.
-            if not entry.cancelled and now - entry.checked_at >= self._poll:
+            if not entry.cancelled and not entry.closed and now - entry.checked_at >= self._poll:
                 entry.checked_at = now
                 try:
                     cancelled = entry.sender.is_cancelled()
@@ -254,8 +285,9 @@ class Responder:
             except queue.Empty:
                 break
             if kind == _NEW:
-                self._active[request_id] = payload
-        for entry in self._active.values():
+                for sub_id in payload.sub_ids:
+                    self._active[sub_id] = payload
+        for entry in {id(e): e for e in self._active.values() if not e.closed}.values():
             try:
                 entry.sender.send(pb.InferenceResponse(error=pb.TritonError(
                     "request aborted: the model is unloading", pb.TritonError.UNAVAILABLE)),
@@ -268,17 +300,18 @@ class Responder:
         if self._metrics is None:
             return
         t = entry.tracker
-        if not entry.first_delta_reported and t.timing.first_delta is not None:
+        first = t.merged_timing().first_delta
+        if not entry.first_delta_reported and first is not None:
             entry.first_delta_reported = True
-            self._metrics.observe_first_delta(t.timing.first_delta)
+            self._metrics.observe_first_delta(first)
         for gap in t.take_gaps():
             self._metrics.observe_between_deltas(gap)
 
     def _observe_finished(self, entry: _Active, out) -> None:
-        if self._metrics is not None:
+        if self._metrics is not None and entry.tracker is not None:
             t = entry.tracker
-            self._metrics.request_finished(out.finish_reason, t.num_prompt_tokens, out.num_output_tokens,
-                                           t.timing.end_to_end, out.forwards)
+            self._metrics.request_finished(out.finish_reason, t.num_prompt_tokens, t.num_output_tokens(),
+                                           t.merged_timing().end_to_end, t.forwards(), len(t.sub_ids))
 
     def _update_gauges(self) -> None:
         if self._metrics is None:

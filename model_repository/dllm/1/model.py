@@ -32,9 +32,10 @@ from backend.engine.async_engine import AsyncEngine  # noqa: E402
 from backend.engine.config import EngineConfig  # noqa: E402
 from backend.engine.engine import Engine  # noqa: E402
 from backend.server.stub_reaper import StubReaper  # noqa: E402
+from backend.serving.answers import AnswerGroup  # noqa: E402
 from backend.serving.inputs import InvalidInput  # noqa: E402
 from backend.serving.intake import Intake, PromptLimits  # noqa: E402
-from backend.serving.metrics import ServingMetrics  # noqa: E402
+from backend.serving.metrics import ServingMetrics, custom_metrics_enabled  # noqa: E402
 from backend.serving.request_tracker import RequestTracker  # noqa: E402
 from backend.serving.responder import Responder  # noqa: E402
 from backend.serving.settings import load_settings  # noqa: E402
@@ -69,8 +70,9 @@ class TritonPythonModel:
         limits = PromptLimits(engine.model_config.max_sequence_length, tokenizer.max_token_bytes)
         self.intake = Intake(lambda text: tokenizer.encode(text, parse_special_tokens=config.parse_special_tokens),
                              engine.make_params, self.engine.validate, limits)
+        # As the vLLM backend: dllm: series only when config.pbtxt sets REPORT_CUSTOM_METRICS "true".
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"],
-                                      args["model_instance_name"])
+                                      args["model_instance_name"]) if custom_metrics_enabled(model_config) else None
         # Responses wait while Triton refuses requests for this model (unloading, or its successor
         # loading): see backend/serving/write_gate.py.
         model_name = args["model_name"]
@@ -113,8 +115,13 @@ class TritonPythonModel:
         except Exception as e:
             self.responder.refuse(request_id, sender, f"internal error: {type(e).__name__}: {e}", invalid=False)
             return
-        tracker = RequestTracker(prepared.request, len(prepared.prompt_ids), self.tokenizer.decode)
-        self.responder.submit(request_id, sender, tracker, prepared.engine_request)
+        skip = prepared.keys.skip_special_tokens
+        decode = self.tokenizer.decode if skip else (lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False))
+        n = len(prepared.engine_requests)
+        sub_ids = [request_id] if n == 1 else [f"{request_id}/{i}" for i in range(n)]
+        group = AnswerGroup([RequestTracker(prepared.request, len(prepared.prompt_ids), decode) for _ in sub_ids],
+                            sub_ids)
+        self.responder.submit(request_id, sender, group, prepared.engine_requests)
 
     def finalize(self):
         # Order matters: the engine's shutdown sends a final output for every pending request, the
@@ -123,7 +130,8 @@ class TritonPythonModel:
         pending = self.responder.num_active
         engine_stopped = self.engine.shutdown(timeout=30)
         responder_stopped = self.responder.stop(timeout=30)
-        self.metrics.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.reaper is not None:
             self.reaper.stop()
         busy = [name for name, done in (("engine loop", engine_stopped), ("response thread", responder_stopped))
