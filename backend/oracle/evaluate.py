@@ -94,7 +94,7 @@ def print_report(rep: dict) -> None:
     p = rep["params"]
     mode = f"threshold={p['threshold']}" if p["threshold"] is not None else f"steps={p['steps']}"
     print(f"decoding: max_tokens={p['max_tokens']} block_length={p['block_length']} {mode} "
-          f"temperature={p['temperature']} remasking={p['remasking']}")
+          f"temperature={p['temperature']} " + (f"alg={p['alg']}" if p.get("alg") else f"remasking={p['remasking']}"))
     print(f"{'task':<10}{'accuracy':>10}{'correct':>10}{'forwards/prompt':>18}")
     for t, r in rep["tasks"].items():
         print(f"{t:<10}{r['accuracy']:>10.1%}{r['correct']:>6}/{r['total']:<3}{r['forwards_per_prompt']:>18.1f}")
@@ -126,6 +126,7 @@ def main(argv=None) -> dict:
         overrides["seed"] = args.seed_decode
     params = SamplingParams.from_dict(overrides, defaults=default_params(args.model))
     model = load_model(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+    params = params.for_family(model.config.arch)  # the family's own defaults (remasking / alg), for the report
     tokenizer = Tokenizer(args.model)
     examples = tasks.held_out_set(args.per_task, tuple(args.tasks.split(",")), seed=args.seed)
     t0 = time.time()
