@@ -24,7 +24,7 @@ import numpy as np
 
 from backend.serving.answers import AnswerGroup, GroupReply
 from backend.serving.intake import names_a_field
-from backend.serving.request_tracker import RequestTracker
+from backend.serving.request_tracker import RequestTracker, logprobs_json
 from backend.serving.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
@@ -217,8 +217,12 @@ class Responder:
             tensors.append(pb.Tensor("finish_reason", strings(reply.vllm_reasons)))
         if req.return_finish_detail:
             tensors.append(pb.Tensor("finish_detail", strings(reply.details)))
-        if req.return_logprobs:  # vLLM's answer when `logprobs` was not asked for (it is refused here)
-            tensors.append(pb.Tensor("logprobs", strings(["null"] * len(reply.texts))))
+        if req.return_logprobs:  # "null" per answer when `logprobs` was not asked for, as vLLM
+            asked = req.sampling.get("logprobs") is not None
+            tensors.append(pb.Tensor("logprobs", strings(
+                [logprobs_json(lp if asked else None) for lp in reply.logprobs or [None] * len(reply.texts)])))
+        if req.return_cumulative_logprob:
+            tensors.append(pb.Tensor("cumulative_logprob", np.array(reply.cumulative_logprobs, dtype=np.float32)))
         if req.return_num_input_tokens:
             tensors.append(pb.Tensor("num_input_tokens", np.array([group.num_prompt_tokens], dtype=np.uint32)))
         if req.return_num_output_tokens:
@@ -310,8 +314,9 @@ class Responder:
     def _observe_finished(self, entry: _Active, out) -> None:
         if self._metrics is not None and entry.tracker is not None:
             t = entry.tracker
+            timing = t.merged_timing()
             self._metrics.request_finished(out.finish_reason, t.num_prompt_tokens, t.num_output_tokens(),
-                                           t.merged_timing().end_to_end, t.forwards(), len(t.sub_ids))
+                                           timing.end_to_end, t.forwards(), len(t.sub_ids), timing.first_delta)
 
     def _update_gauges(self) -> None:
         if self._metrics is None:
