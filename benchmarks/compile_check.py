@@ -65,8 +65,17 @@ def _rnd(gen: torch.Generator, dtype: torch.dtype, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=gen).to(dtype)
 
 
+def _head_args(cfg: ModelConfig, dtype: torch.dtype, rows: int, gen: torch.Generator) -> dict:
+    """The fused greedy head over the model's whole vocabulary. The weight is never read (only the launch
+    is), so it stays an untouched allocation."""
+    hidden = _rnd(gen, dtype, rows + 3, cfg.hidden_size)
+    return dict(hidden=hidden, hidden_index=torch.arange(rows), mask_token_id=cfg.mask_token_id,
+                weight=torch.empty(cfg.vocab_size, cfg.hidden_size, dtype=dtype), scale=cfg.logit_scale)
+
+
 def _launches(dtypes: tuple):
     """(label, launcher call) for every kernel at every served shape, on small CPU tensors."""
+    from kernels.fused_decode_head import greedy_head
     from kernels.paged_attention import paged_attention
     from kernels.rms_norm import rms_norm
     from kernels.rotary import rotary
@@ -83,6 +92,9 @@ def _launches(dtypes: tuple):
             q, k, gu = _rnd(gen, dtype, 4, hq, d), _rnd(gen, dtype, 4, hkv, d), _rnd(gen, dtype, 4, 2 * inter)
             cos, sin, pos = torch.randn(64, d, generator=gen), torch.randn(64, d, generator=gen), torch.arange(4)
             yield f"paged_attention {tag}", lambda pa=pa: paged_attention(**pa)
+            for rows in (BLOCK, 4 * BLOCK):  # one request's block; several (row tiles of 32 and 64)
+                gh = _head_args(cfg, dtype, rows, gen)
+                yield f"greedy_head {rows} rows {tag}", lambda gh=gh: greedy_head(**gh)
             yield f"rms_norm {tag}", lambda x=x, w=w: rms_norm(x, w, 1e-5)
             yield f"rms_norm+residual {tag}", lambda x=x, w=w: rms_norm(x, w, 1e-5, residual=x.clone())
             yield f"rotary {tag}", lambda q=q, k=k, c=cos, s=sin, p=pos: rotary(q, k, p, c, s)
@@ -115,13 +127,14 @@ def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), varia
     """Compile every launch, and the paged attention's benchmarked launch variants (LLaDA-8B, bf16)."""
     from triton.runtime.jit import JITFunction
 
+    import kernels.fused_decode_head
     import kernels.paged_attention as pa_mod
     import kernels.rms_norm
     import kernels.rotary
     import kernels.swiglu
 
     compile_launch = _compiler(arch)
-    modules = (pa_mod, kernels.rms_norm, kernels.rotary, kernels.swiglu)
+    modules = (pa_mod, kernels.fused_decode_head, kernels.rms_norm, kernels.rotary, kernels.swiglu)
     kernel_objs = [obj for m in modules for obj in vars(m).values() if isinstance(obj, JITFunction)]
     captured: list = []
     saved = [k.run for k in kernel_objs]

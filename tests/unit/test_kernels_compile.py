@@ -25,11 +25,14 @@ def test_every_kernel_launch_compiles_for_sm90():
     proc = _run(["-m", "benchmarks.compile_check", "--arch", "90"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("sm_90 ")]
-    for kernel in ("_paged_attention_kernel", "_rms_norm_kernel", "_rotary_kernel", "_silu_mul_kernel"):
+    for kernel in ("_paged_attention_kernel", "_greedy_head_kernel", "_rms_norm_kernel", "_rotary_kernel",
+                   "_silu_mul_kernel"):
         assert sum(kernel in line for line in lines) >= 4, kernel  # two models x two dtypes at least
     # bf16, the served dtype: the attention keeps everything in registers (no local memory).
     served = [line for line in lines if "paged_attention llada-8b bfloat16" in line]
     assert served and all("stack 0 B" in line for line in served), served
+    heads = [line for line in lines if "greedy_head" in line]  # the fused head spills in no dtype
+    assert len(heads) >= 8 and all("stack 0 B" in line for line in heads), heads
 
 
 def test_the_check_reports_a_kernel_the_compiler_rejects(tmp_path):
