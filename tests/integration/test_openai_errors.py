@@ -4,6 +4,7 @@ its Triton request (the K/V pool frees it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -13,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+from benchmarks import openai_load
+from benchmarks.openai_common import Servers
 from tests.integration.calls import metric, scrape_metrics
 from tests.integration.openai_pair import start_lone_server
 from tests.integration.server import free_ports
@@ -133,3 +136,12 @@ def _kv_used(pair) -> float:
 
 def _aborted(pair) -> float:
     return metric(scrape_metrics(pair.metrics_port), "dllm:requests_total", finish_reason="abort")
+
+
+def test_light_load_and_disconnects(openai_pair):
+    """benchmarks/openai_load.py at a CI size (the full 256 requests and 50 disconnects are its default)."""
+    servers = Servers(openai_pair.base_url, f"127.0.0.1:{openai_pair.grpc_port}", openai_pair.metrics_port)
+    doc = asyncio.run(openai_load.run(servers, requests=32, disconnect_clients=10))
+    assert doc["load"]["exact_and_complete"] == 32 and doc["load"]["error_count"] == 0, doc["load"]
+    assert doc["load"]["kv_pool_empty_after_s"] is not None
+    assert doc["disconnects"]["aborted"] == 10 and doc["disconnects"]["pages_freed_within_s"] < 1.0, doc
