@@ -2,8 +2,9 @@
 server-sent events read with httpx) and straight to Triton's gRPC stream (the server's own gRPC client,
 `openai_server.triton`, with the prompt the chat template renders: the bundled model's is the message
 itself), at concurrency 1 and 16: p50 / p95 latency and time to the first content chunk, and the
-overhead at p50. The two paths alternate in rounds, so that a machine shared with other work slows both
-alike.
+overhead at p50: the median of the differences between the two paths' latencies for the same prompt,
+sent one right after the other (a machine shared with other work drifts less within a pair than
+across a run).
 
     python -m benchmarks.openai_overhead                  # starts its own `make serve-openai` on free ports
     python -m benchmarks.openai_overhead --base-url http://127.0.0.1:9000/v1 --grpc-url 127.0.0.1:8001
@@ -57,14 +58,19 @@ async def _direct(triton: Triton, prompt: str) -> tuple[float, float, str]:
     return end - start, (first or end) - start, text
 
 
-async def _round(call, prompts: list[str], concurrency: int) -> list[tuple[float, float, str]]:
-    """Every prompt once, `concurrency` requests in flight at a time (a closed loop)."""
-    queue = list(reversed(prompts))
+async def _pairs(calls: dict, prompts: list[str], concurrency: int) -> list[tuple]:
+    """Each prompt by both paths, one right after the other (which goes first alternates), `concurrency`
+    workers at a time (a closed loop): a pair shares the machine's load of its moment, so the difference
+    within a pair is the server's cost even where other work makes the latencies drift."""
+    queue = list(reversed(list(enumerate(prompts))))
     out = []
 
     async def worker():
         while queue:
-            out.append(await call(queue.pop()))
+            i, prompt = queue.pop()
+            order = ("direct", "openai") if i % 2 == 0 else ("openai", "direct")
+            got = {name: await calls[name](prompt) for name in order}
+            out.append((got["direct"], got["openai"]))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return out
@@ -77,25 +83,22 @@ def _summary(samples: list[tuple[float, float, str]]) -> dict:
             "first_chunk_p95_ms": round(_pct(first, 95), 2)}
 
 
-async def measure(servers: Servers, concurrency: int, per_round: int, rounds: int) -> dict:
-    prompts = task_prompts(per_round, seed=concurrency)
+async def measure(servers: Servers, concurrency: int, requests: int) -> dict:
+    prompts = task_prompts(requests, seed=concurrency)
     triton = Triton(servers.grpc_url, "dllm")
-    paths: dict[str, list] = {"direct": [], "openai": []}
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency + 4)) as http:
         calls = {"direct": lambda p: _direct(triton, p), "openai": lambda p: _via_openai(http, servers.base_url, p)}
-        for call in calls.values():  # warm-up: connections, the engine's first batches
-            await _round(call, prompts[: 2 * concurrency], concurrency)
-        for r in range(rounds):
-            for name in (("direct", "openai") if r % 2 == 0 else ("openai", "direct")):
-                samples = await _round(calls[name], prompts, concurrency)
-                paths[name] += samples
+        await _pairs(calls, prompts[: 2 * concurrency], concurrency)  # warm-up: connections, first batches
+        pairs = await _pairs(calls, prompts, concurrency)
     await triton.close()
-    out = {name: _summary(samples) for name, samples in paths.items()}
-    d, o = out["direct"], out["openai"]
-    out["overhead_p50_pct"] = round(100 * (o["latency_p50_ms"] / d["latency_p50_ms"] - 1), 2)
-    out["overhead_p50_ms"] = round(o["latency_p50_ms"] - d["latency_p50_ms"], 2)
-    out["first_chunk_overhead_p50_ms"] = round(o["first_chunk_p50_ms"] - d["first_chunk_p50_ms"], 2)
-    out["same_answers"] = sorted(s[2] for s in paths["direct"]) == sorted(s[2] for s in paths["openai"])
+    out = {"direct": _summary([d for d, _ in pairs]), "openai": _summary([o for _, o in pairs])}
+    added = [(o[0] - d[0]) * 1e3 for d, o in pairs]
+    added_first = [(o[1] - d[1]) * 1e3 for d, o in pairs]
+    out["overhead_p50_ms"] = round(statistics.median(added), 2)  # the median of the paired differences
+    out["overhead_p50_pct"] = round(100 * out["overhead_p50_ms"] / out["direct"]["latency_p50_ms"], 2)
+    out["first_chunk_overhead_p50_ms"] = round(statistics.median(added_first), 2)
+    out["p50_ratio_pct"] = round(100 * (out["openai"]["latency_p50_ms"] / out["direct"]["latency_p50_ms"] - 1), 2)
+    out["same_answers"] = all(d[2] == o[2] for d, o in pairs)
     return out
 
 
@@ -104,24 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-url", help="a running OpenAI server (default: start `make serve-openai` here)")
     ap.add_argument("--grpc-url", default="127.0.0.1:8001")
     ap.add_argument("--concurrency", default="1,16")
-    ap.add_argument("--per-round", type=int, default=32, help="requests per round and path (x concurrency / 4 at "
-                    "concurrency above 4)")
-    ap.add_argument("--rounds", type=int, default=4, help="rounds per path, the paths alternating")
+    ap.add_argument("--requests", type=int, default=64, help="prompts per concurrency, each sent by both paths "
+                    "(x concurrency / 4 above 4)")
     args = ap.parse_args(argv)
     servers = (Servers(args.base_url, args.grpc_url, 0) if args.base_url
                else start_servers(RESULTS / "openai-overhead.server.log"))
-    doc: dict = {"rounds": args.rounds, "results": {}}
+    doc: dict = {"results": {}}
     try:
         for c in (int(x) for x in args.concurrency.split(",")):
-            per_round = args.per_round * max(1, c // 4)
-            res = asyncio.run(measure(servers, c, per_round, args.rounds))
+            res = asyncio.run(measure(servers, c, args.requests * max(1, c // 4)))
             doc["results"][str(c)] = res
             d, o = res["direct"], res["openai"]
             print(f"concurrency {c:>2}: straight to Triton gRPC p50 {d['latency_p50_ms']} ms p95 "
                   f"{d['latency_p95_ms']} ms first chunk p50 {d['first_chunk_p50_ms']} ms | through the OpenAI server "
                   f"p50 {o['latency_p50_ms']} ms p95 {o['latency_p95_ms']} ms first chunk p50 "
-                  f"{o['first_chunk_p50_ms']} ms | overhead at p50 "
-                  f"{res['overhead_p50_ms']} ms ({res['overhead_p50_pct']} %), same answers: {res['same_answers']}",
+                  f"{o['first_chunk_p50_ms']} ms | overhead at p50 {res['overhead_p50_ms']} ms "
+                  f"({res['overhead_p50_pct']} %), "
+                  f"first chunk {res['first_chunk_overhead_p50_ms']} ms; same answers: {res['same_answers']}",
                   flush=True)
     finally:
         servers.stop()
