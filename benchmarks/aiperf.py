@@ -62,8 +62,10 @@ def command(aiperf: str, url: str, model: str, prompts: Path, sampling: dict, co
 
 def score(art: Path, answers: dict[str, str]) -> tuple[int, int]:
     """(exact answers, answers scored) from AIPerf's inputs.json and outputs.json."""
-    sent = {s["session_id"]: s["payloads"][0]["text_input"]
-            for s in json.loads((art / "inputs.json").read_text())["data"]}
+    def prompt(payload: dict) -> str:  # generate_stream's body, or a chat's (--openai)
+        return payload["text_input"] if "text_input" in payload else payload["messages"][-1]["content"]
+
+    sent = {s["session_id"]: prompt(s["payloads"][0]) for s in json.loads((art / "inputs.json").read_text())["data"]}
     right = total = 0
     for rec in json.loads((art / "outputs.json").read_text())["data"]:
         prompt = sent.get(rec["conversation_id"])
