@@ -5,6 +5,8 @@ streaming and not), against `make serve-openai`'s processes; every answer is the
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import openai
 import pytest
@@ -126,3 +128,13 @@ def test_extra_body_dllm_settings(client, expected):
 def test_echo(client, expected):
     r = client.completions.create(model="dllm", prompt="sort dcba =", echo=True)
     assert r.choices[0].text == "sort dcba =" + expected("sort dcba =")
+
+
+def test_readme_client_example_runs_as_written(openai_pair, capsys):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```python\n(import openai\n\nclient = openai\.OpenAI\(.+?)```", readme, re.S)
+    assert block, "README: the openai client example is missing"
+    code = block.group(1).replace("http://127.0.0.1:9000/v1", openai_pair.base_url)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102  (the README's own example)
+    printed = capsys.readouterr().out
+    assert printed.startswith("5555\nabcdefgh"), printed
