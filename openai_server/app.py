@@ -32,6 +32,9 @@ from openai_server.protocol import ChatRequest, CompletionRequest
 from openai_server.triton import Triton, TritonRequest
 
 log = logging.getLogger("openai_server")
+# A request holds a prompt the model's context must fit (the bundled model's: 12 KiB at most) and a few
+# parameters; a chat with a long history of a real checkpoint's context stays far below this.
+MAX_BODY_BYTES = 4 << 20
 
 
 @dataclass
@@ -119,9 +122,20 @@ def _prompts(prompt) -> list[str]:
     return prompt
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, refused once it passes MAX_BODY_BYTES (uvicorn itself sets no limit)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise APIError(413, f"body: larger than {MAX_BODY_BYTES} bytes", "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _parse(request: Request, model, config: ServerConfig):
     try:
-        body = json.loads(await request.body())
+        body = json.loads(await _read_body(request))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise invalid(f"body: not valid JSON ({e})", "body") from None
     if not isinstance(body, dict):
@@ -185,6 +199,9 @@ async def _events(source, first, jobs: list[Job], out: Assembler, req):
             yield f"data: {out.usage_chunk()}\n\n"
     except APIError as e:
         yield f"data: {json.dumps(_as_named(e, req).body())}\n\n"
+    except Exception as e:  # ours, after the headers went out: the client still gets an error event
+        log.exception("internal error in a stream")
+        yield f"data: {json.dumps(APIError(500, f'internal error: {type(e).__name__}: {e}').body())}\n\n"
     finally:
         await source.aclose()  # on a disconnect too: cancels the Triton calls still running
     yield "data: [DONE]\n\n"

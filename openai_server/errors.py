@@ -9,7 +9,7 @@ import re
 # The model's refusals start with the field's name ("max_tokens: must be ..."), as ours do.
 _FIELD_FIRST = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\[\]]{0,127}): ")
 
-TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 500: "server_error",
+TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error", 500: "server_error",
          503: "service_unavailable"}
 
 

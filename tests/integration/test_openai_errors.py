@@ -71,6 +71,8 @@ def test_bad_bodies_and_unknown_model(openai_pair):
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("prompt: token ids are not supported")
     r = httpx.post(f"{url}/completions", json={"model": "dllm"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = httpx.post(f"{url}/completions", json={"model": "dllm", "prompt": "x" * (5 << 20)})
+    assert r.status_code == 413 and r.json()["error"]["message"].startswith("body: larger than")
     client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="llama", messages=USER)
