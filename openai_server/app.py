@@ -186,17 +186,17 @@ async def _collect(source, out: Assembler, req) -> str:
 
 
 async def _events(source, first, jobs: list[Job], out: Assembler, req):
+    """The server-sent events: the chunks of one Triton response go out in one write."""
     n = req.n or 1
     try:
-        for chunk in out.first_chunks([j.first_index + i for j in jobs for i in range(n)]):
-            yield f"data: {chunk}\n\n"
-        for chunk in out.chunks(*first):
-            yield f"data: {chunk}\n\n"
+        starts = out.first_chunks([j.first_index + i for j in jobs for i in range(n)])
+        yield _sse(starts + out.chunks(*first))
         async for job, update in source:
-            for chunk in out.chunks(job, update):
-                yield f"data: {chunk}\n\n"
+            chunks = out.chunks(job, update)
+            if chunks:
+                yield _sse(chunks)
         if out.include_usage:
-            yield f"data: {out.usage_chunk()}\n\n"
+            yield _sse([out.usage_chunk()])
     except APIError as e:
         yield f"data: {json.dumps(_as_named(e, req).body())}\n\n"
     except Exception as e:  # ours, after the headers went out: the client still gets an error event
@@ -208,6 +208,10 @@ async def _events(source, first, jobs: list[Job], out: Assembler, req):
 
 
 _GONE = object()  # the client disconnected: nobody reads the answer (499, nginx's "client closed request")
+
+
+def _sse(chunks: list[str]) -> str:
+    return "".join(f"data: {chunk}\n\n" for chunk in chunks)
 
 
 async def _until_disconnect(request: Request, awaitable):
