@@ -230,7 +230,8 @@ class Engine:
             r.cached_block = r.block  # the Refresh stored this block's cache
         chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold,
                                 transfer_p=r.transfer_p()).tolist()
-        r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen])
+        r.commit([res.positions[i] for i in chosen], [res.tokens[i] for i in chosen],
+                 None if res.logprobs is None else [res.logprobs[i] for i in chosen])
         self.stats["committed"] += len(chosen)
         return self._advance(r)
 
@@ -248,19 +249,20 @@ class Engine:
         if reason is None and r.all_blocks_done:
             keep, reason = len(prefix), "length"
         new = prefix[r.streamed:keep]
+        logprobs = r.logprobs_of(r.streamed, r.streamed + len(new))
         r.streamed = max(r.streamed, keep)
         if reason is not None:
             self._finish(r, reason)
-        return self._output(r, new) if new or reason else None
+        return self._output(r, new, logprobs) if new or reason else None
 
     def _finish(self, r: Request, reason: str, error: str | None = None) -> None:
         self.scheduler.remove(r)
         r.status, r.finish_reason, r.error = Status.FINISHED, reason, error
         self.requests.pop(r.request_id, None)
 
-    def _output(self, r: Request, new: list[int]) -> RequestOutput:
+    def _output(self, r: Request, new: list[int], logprobs: list[tuple] | None = None) -> RequestOutput:
         return RequestOutput(r.request_id, new, r.is_finished, r.finish_reason, r.error, r.prompt_len, r.streamed,
-                             r.forwards)
+                             r.forwards, logprobs)
 
     # --- offline API ----------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None
@@ -276,6 +278,8 @@ class Engine:
                 if out.new_token_ids:
                     res.token_ids += out.new_token_ids
                     res.deltas.append(list(out.new_token_ids))
+                if out.logprobs is not None:
+                    res.logprobs = (res.logprobs or []) + out.logprobs
                 if out.finished:
                     res.finish_reason, res.forwards, res.error = out.finish_reason, out.forwards, out.error
         for res in results.values():

@@ -17,6 +17,8 @@ class RequestOutput:
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0  # total streamed so far, this delta included
     forwards: int = 0  # model forwards (denoising steps) this request has taken
+    # params.logprobs set: per new token, (logprob, rank, [(token id, logprob), ...] best first)
+    logprobs: list[tuple] | None = None
 
 
 @dataclass
@@ -31,3 +33,4 @@ class GenerationResult:
     text: str | None = None
     error: str | None = None
     deltas: list[list[int]] = field(default_factory=list)
+    logprobs: list[tuple] | None = None  # per token, as RequestOutput.logprobs

@@ -46,9 +46,13 @@ class Request:
     refresh_wait: int = 0  # iterations this request's pending Refresh was passed over (phase policy)
     refresh_share: float = math.inf  # phase under overload: Refresh tokens banked (scheduling/fair_share.py); inf: full
     _quotas: list[int] | None = None
+    # params.logprobs set: position -> (logprob, rank, alternatives) read at the step that committed it
+    logprob_at: dict[int, tuple] | None = None
 
     def __post_init__(self):
         self.tokens = list(self.prompt_ids) + [self.mask_token_id] * self.params.max_tokens
+        if self.params.logprobs is not None:
+            self.logprob_at = {}
 
     # --- geometry -------------------------------------------------------------------------------
     @property
@@ -145,15 +149,25 @@ class Request:
             return None
         return origin_transfer_probability(self.step_in_block, p.steps_per_block, p.eps)
 
-    def commit(self, positions: list[int], token_ids: list[int]) -> None:
+    def commit(self, positions: list[int], token_ids: list[int], logprobs: list[tuple] | None = None) -> None:
         for p, t in zip(positions, token_ids, strict=True):
             self.tokens[p] = t
+        if self.logprob_at is not None and logprobs is not None:
+            k = self.params.logprobs
+            for p, (lp, rank, top) in zip(positions, logprobs, strict=True):
+                self.logprob_at[p] = (lp, rank, top[:k])
         self.step_in_block += 1
         self.global_step += 1
         if all(self.tokens[p] != self.mask_token_id for p in range(self.block_start, self.block_end)):
             self.block += 1
             self.step_in_block = 0
             self._quotas = None
+
+    def logprobs_of(self, start: int, end: int) -> list[tuple] | None:
+        """The log-probability entries of generation tokens start..end (None: not asked for)."""
+        if self.logprob_at is None:
+            return None
+        return [self.logprob_at[self.prompt_len + i] for i in range(start, end)]
 
     def committed_prefix(self) -> list[int]:
         """The generation up to its first [MASK] (list.index: C speed, called for every request every step)."""

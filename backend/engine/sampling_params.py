@@ -36,6 +36,7 @@ DEFAULT_MAX_BLOCK = 32
 # strings are searched in the committed text at every step.
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
+MAX_LOGPROBS = 20  # vLLM's default `max_logprobs`: alternatives a request may ask for per token
 # Gumbel noise is scaled by the temperature: far above this every choice is already uniform, and
 # near the float64 limit the scaled noise overflows (a [MASK] logit of -inf would become NaN).
 MAX_TEMPERATURE = 100.0
@@ -110,6 +111,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
+    # vLLM's `logprobs`: None = none; k >= 0 = each committed token's log-probability and its k most
+    # likely alternatives (backend/engine/runner/logprobs.py says which distribution).
+    logprobs: int | None = None
 
     # One total parser per field (name, raw value) -> value, or a ValueError naming the field. They
     # run on every construction, so a SamplingParams holds nothing the engine cannot represent:
@@ -129,6 +133,7 @@ class SamplingParams:
         "presence_penalty": partial(parse_neutral_only, neutral=0.0, why=_PENALTY_WHY),
         "frequency_penalty": partial(parse_neutral_only, neutral=0.0, why=_PENALTY_WHY),
         "repetition_penalty": partial(parse_neutral_only, neutral=1.0, why=_PENALTY_WHY),
+        "logprobs": partial(parse_int, lo=0, hi=MAX_LOGPROBS),
     }
 
     def __post_init__(self):

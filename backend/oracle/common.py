@@ -19,6 +19,9 @@ class ReferenceOutput:
     # Per step, the generation offsets (0-based) committed in that step, in commit order.
     history: list[list[int]] = field(default_factory=list)
     full: list[int] = field(default_factory=list)  # the whole generation region at the end (masks included)
+    # Generation offset -> the logits row at that position in the step that committed it (what a
+    # token's log-probability is read from).
+    committed_logits: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def full_logits(model: DiffusionLM, ids: torch.Tensor) -> torch.Tensor:

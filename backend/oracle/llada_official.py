@@ -40,6 +40,7 @@ def decode(model, x: torch.Tensor, prompt_len: int, p, stops: set[int]) -> Refer
             pick = best_first(conf, n)
             x[masked[pick]] = tokens[pick]
             out.history.append([int(masked[j]) - prompt_len for j in pick])
+            out.committed_logits.update({int(masked[j]) - prompt_len: logits[masked[j]] for j in pick})
             step, i = step + 1, i + 1
             if not p.ignore_eos and stopped(x[prompt_len:].tolist(), mask_id, stops):
                 return finish(out, x[prompt_len:].tolist(), mask_id, stops, "eos")

@@ -30,6 +30,8 @@ class GroupReply:
     num_output_tokens: list[int]
     error: str | None = None
     aborted: bool = False  # the engine let go of an answer without finishing it (shutting down)
+    logprobs: list[list[dict] | None] | None = None  # per answer: entries of its tokens in this response
+    cumulative_logprobs: list[float] | None = None  # per answer: the sum over its tokens sent so far
 
     @property
     def vllm_reasons(self) -> list[str]:
@@ -53,6 +55,8 @@ class AnswerGroup:
         self._tokens = [0] * n
         self._done = [False] * n
         self._forwards = [0] * n
+        self._logprobs: list[list[dict] | None] = [None] * n
+        self._cumulative = [0.0] * n
         self.finished = False
 
     @property
@@ -77,6 +81,9 @@ class AnswerGroup:
             return GroupReply([], True, [], [], error=reply.error, aborted=reply.error is None)
         self._texts[i] += reply.text
         self._tokens[i] += reply.num_output_tokens
+        if reply.logprobs is not None:
+            self._logprobs[i] = (self._logprobs[i] or []) + reply.logprobs
+        self._cumulative[i] = reply.cumulative_logprob
         if reply.final:
             self._done[i], self._reasons[i] = True, reply.finish_reason
         if all(self._done):
@@ -85,9 +92,11 @@ class AnswerGroup:
         return self._take(final=False) if self.request.stream else None
 
     def _take(self, final: bool) -> GroupReply:
-        out = GroupReply(self._texts, final, list(self._reasons), self._tokens)
+        out = GroupReply(self._texts, final, list(self._reasons), self._tokens,
+                         logprobs=[lp or [] for lp in self._logprobs], cumulative_logprobs=list(self._cumulative))
         n = len(self.trackers)
         self._texts, self._tokens = [""] * n, [0] * n
+        self._logprobs = [None] * n
         return out
 
     def num_output_tokens(self) -> int:

@@ -57,11 +57,10 @@ class Intake:
 
     def prepare(self, get_input: Callable[[str], object], parameters_json: str = "") -> Prepared:
         req = parse_request(get_input, parameters_json, self.limits.max_prompt_bytes)
-        if req.return_cumulative_logprob:
-            raise InvalidInput("return_cumulative_logprob: not supported: log-probabilities are not computed by "
-                               "this server yet; leave it unset or false")
         sampling = dict(req.sampling)
         keys = _client_errors(take_serving_keys, sampling)
+        if req.return_cumulative_logprob and sampling.get("logprobs") is None:
+            sampling["logprobs"] = 0  # the committed tokens' own log-probabilities, for their sum
         params = _client_errors(self._make_params, sampling)
         prompt_ids = self._encode(req.prompt)
         requests = [_client_errors(self._validate, prompt_ids, params)]

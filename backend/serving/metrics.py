@@ -48,6 +48,11 @@ HISTOGRAMS = {
     "between_deltas": ("dllm:time_between_deltas_seconds", "Time between successive committed texts of a request",
                        LATENCY_BUCKETS),
     "end_to_end": ("dllm:e2e_request_latency_seconds", "Time from arrival to the final response", LATENCY_BUCKETS),
+    # vLLM's mean time per output token of a request: (end to end - first token) / (tokens - 1). A
+    # diffusion model commits tokens in groups, so this is a per-request mean, not a per-token gap.
+    "time_per_output_token": ("dllm:time_per_output_token_seconds",
+                              "Per finished request: (end to end - time to first token) / (generated tokens - 1)",
+                              LATENCY_BUCKETS),
     "tokens_per_forward": ("dllm:tokens_per_forward", "Tokens committed per model forward, per finished request",
                            TOKENS_PER_FORWARD_BUCKETS),
     # vLLM's per-request histograms, under our prefix (a vLLM dashboard needs only the prefix changed).
@@ -104,7 +109,8 @@ class ServingMetrics:
         return not self._closed and os.getppid() == self._server_pid
 
     def request_finished(self, finish_reason: str | None, prompt_tokens: int, output_tokens: int,
-                         end_to_end: float | None, forwards: int, n: int = 1) -> None:
+                         end_to_end: float | None, forwards: int, n: int = 1, first_delta: float | None = None
+                         ) -> None:
         with self._lock:
             if not self._usable():
                 return
@@ -117,6 +123,9 @@ class ServingMetrics:
             self._counters["generation_tokens"].increment(output_tokens)
             if end_to_end is not None:
                 self._hist["end_to_end"].observe(end_to_end)
+                if first_delta is not None and output_tokens > 1:
+                    per_token = max(0.0, end_to_end - first_delta) / (output_tokens - 1)
+                    self._hist["time_per_output_token"].observe(per_token)
             self._hist["request_prompt_tokens"].observe(prompt_tokens)
             self._hist["request_generation_tokens"].observe(output_tokens)
             self._hist["request_params_n"].observe(n)

@@ -13,6 +13,7 @@ It also keeps the timestamps the metrics need (first delta, gaps between deltas,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ class Reply:
     finish_reason: str | None = None
     num_output_tokens: int = 0
     error: str | None = None
+    # Log-probabilities asked for (engine computed them): vLLM's JSON entries of the tokens behind
+    # this reply, and the running sum over every token sent so far.
+    logprobs: list[dict] | None = None
+    cumulative_logprob: float = 0.0
 
 
 @dataclass
@@ -41,8 +46,12 @@ class Timing:
 
 class RequestTracker:
     def __init__(self, request: GenerateRequest, num_prompt_tokens: int, decode: Callable[[list[int]], str],
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, token_text: Callable[[int], str] | None = None):
+        """`token_text`: one token's text for logprobs' `decoded_token` (default: `decode` of it)."""
         self.request = request
+        self._token_text = token_text or (lambda t: decode([t]))
+        self._unsent_logprobs: list[dict] | None = None
+        self.cumulative_logprob = 0.0
         self.num_prompt_tokens = num_prompt_tokens
         self.detok = IncrementalDetokenizer(decode)
         self.clock = clock
@@ -60,6 +69,8 @@ class RequestTracker:
         text = self.detok.push(out.new_token_ids)
         self._unsent_tokens += len(out.new_token_ids)
         self.num_output_tokens = out.num_output_tokens
+        if getattr(out, "logprobs", None) is not None:
+            self._take_logprobs(out.new_token_ids, out.logprobs)
         if text:
             self._mark_delta()
         if out.finished:
@@ -86,7 +97,23 @@ class RequestTracker:
         tokens, self._unsent_tokens = self._unsent_tokens, 0
         if not self.request.stream:
             tokens = self.num_output_tokens
-        return Reply(text=text, final=final, finish_reason=finish_reason, num_output_tokens=tokens)
+        logprobs = self._unsent_logprobs
+        if logprobs is not None:
+            self._unsent_logprobs = []
+        return Reply(text=text, final=final, finish_reason=finish_reason, num_output_tokens=tokens,
+                     logprobs=logprobs, cumulative_logprob=self.cumulative_logprob)
+
+    def _take_logprobs(self, token_ids: list[int], entries: list[tuple]) -> None:
+        """vLLM's shape per token: {token id: {logprob, rank, decoded_token}} for the committed token
+        and each asked-for alternative (rank 1 = most likely)."""
+        if self._unsent_logprobs is None:
+            self._unsent_logprobs = []
+        for tok, (lp, rank, top) in zip(token_ids, entries, strict=True):
+            d = {tok: {"logprob": lp, "rank": rank, "decoded_token": self._token_text(tok)}}
+            for r, (alt, alt_lp) in enumerate(top, 1):
+                d.setdefault(alt, {"logprob": alt_lp, "rank": r, "decoded_token": self._token_text(alt)})
+            self._unsent_logprobs.append(d)
+            self.cumulative_logprob += lp
 
     def _mark_delta(self) -> None:
         now = self.clock()
@@ -100,3 +127,8 @@ class RequestTracker:
         """The gaps recorded since the last call (the metrics thread observes each once)."""
         gaps, self.timing.between_deltas = self.timing.between_deltas, []
         return gaps
+
+
+def logprobs_json(entries: list[dict] | None) -> str:
+    """What the `logprobs` output holds for one answer: its entries as JSON, or "null"."""
+    return "null" if entries is None else json.dumps(entries)

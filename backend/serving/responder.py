@@ -20,10 +20,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from backend.serving.answers import AnswerGroup, GroupReply
 from backend.serving.intake import names_a_field
+from backend.serving.output_tensors import output_tensors
 from backend.serving.request_tracker import RequestTracker
 from backend.serving.write_gate import WriteGate
 
@@ -192,7 +191,7 @@ class Responder:
             response = pb.InferenceResponse(error=pb.TritonError(
                 "request aborted: the model is unloading", pb.TritonError.UNAVAILABLE))
         else:
-            response = pb.InferenceResponse(output_tensors=self._tensors(entry.tracker, reply))
+            response = pb.InferenceResponse(output_tensors=output_tensors(pb, entry.tracker, reply))
         try:
             entry.sender.send(response, flags=flags)
             cancelled = not reply.final and entry.sender.is_cancelled()
@@ -205,25 +204,6 @@ class Responder:
             self._abort_answers(entry)  # an answer failed: the others are not wanted any more
         elif cancelled:
             self._cancel(request_id, entry)
-
-    def _tensors(self, group: AnswerGroup, reply: GroupReply) -> list:
-        pb, req = self._pb, group.request
-
-        def strings(values):
-            return np.array([v.encode("utf-8") for v in values], dtype=np.object_)
-
-        tensors = [pb.Tensor("text_output", strings(reply.texts))]
-        if req.return_finish_reason:
-            tensors.append(pb.Tensor("finish_reason", strings(reply.vllm_reasons)))
-        if req.return_finish_detail:
-            tensors.append(pb.Tensor("finish_detail", strings(reply.details)))
-        if req.return_logprobs:  # vLLM's answer when `logprobs` was not asked for (it is refused here)
-            tensors.append(pb.Tensor("logprobs", strings(["null"] * len(reply.texts))))
-        if req.return_num_input_tokens:
-            tensors.append(pb.Tensor("num_input_tokens", np.array([group.num_prompt_tokens], dtype=np.uint32)))
-        if req.return_num_output_tokens:
-            tensors.append(pb.Tensor("num_output_tokens", np.array(reply.num_output_tokens, dtype=np.uint32)))
-        return tensors
 
     def _cancel(self, request_id: str, entry: _Active) -> None:
         entry.cancelled = True
@@ -310,8 +290,9 @@ class Responder:
     def _observe_finished(self, entry: _Active, out) -> None:
         if self._metrics is not None and entry.tracker is not None:
             t = entry.tracker
+            timing = t.merged_timing()
             self._metrics.request_finished(out.finish_reason, t.num_prompt_tokens, t.num_output_tokens(),
-                                           t.merged_timing().end_to_end, t.forwards(), len(t.sub_ids))
+                                           timing.end_to_end, t.forwards(), len(t.sub_ids), timing.first_delta)
 
     def _update_gauges(self) -> None:
         if self._metrics is None:

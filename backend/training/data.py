@@ -51,7 +51,7 @@ class Curriculum:
 @dataclass
 class StepBatch:
     """One step's examples: `groups[i]` is one micro-batch, a list of (task, prompt ids, answer ids);
-    answers are padded with EOS to `gen_length`."""
+    answers are padded with EOS to the micro-batch's length (`group_length`)."""
 
     step: int
     groups: list[list[tuple[str, list[int], list[int]]]]
@@ -64,8 +64,20 @@ def encode(tok, ex: tasks.Example, gen_length: int, eos: int) -> tuple[list[int]
     return tok.encode(ex.prompt).ids, ans + [eos] * (gen_length - len(ans))
 
 
+def group_length(tok, examples: list[tasks.Example], seed: int, step: int, group: int, gen_length: int,
+                 gen_lengths: tuple[int, ...]) -> int:
+    """The answer length (EOS padding included) of one micro-batch: `gen_length`, or with
+    `gen_lengths` one of them drawn per (step, micro-batch), raised to fit its longest answer + EOS.
+    Serving pads an answer with as many positions as the client's max_tokens; a model trained at one
+    length only answers at that length (issue 22)."""
+    if not gen_lengths:
+        return gen_length
+    drawn = random.Random(f"{seed}:len:{step}:{group}").choice(gen_lengths)
+    return max(drawn, 1 + max(len(tok.encode(ex.answer).ids) for ex in examples))
+
+
 def stream(seed: int, sizes: dict[str, int], groups: list[list[str]], curriculum: Curriculum,
-           gen_length: int, shard: tuple[int, int] = (0, 1)) -> Iterator[StepBatch]:
+           gen_length: int, shard: tuple[int, int] = (0, 1), gen_lengths: tuple[int, ...] = ()) -> Iterator[StepBatch]:
     """The steps `i` with `i % shard[1] == shard[0]`. Every (task, step) draws from its own seeded
     generator, so a step's examples depend on neither the other tasks' sizes nor the sharding."""
     tok = char_tokenizer.build()
@@ -76,8 +88,12 @@ def stream(seed: int, sizes: dict[str, int], groups: list[list[str]], curriculum
         for t, n in sizes.items():
             rng = random.Random(f"{seed}:{t}:{step}")
             drawn[t] = [tasks.sample(t, rng, tcfg) for _ in range(n)]
-        yield StepBatch(step, [[(t, *encode(tok, ex, gen_length, eos)) for t in group for ex in drawn[t]]
-                               for group in groups])
+        batch = []
+        for gi, group in enumerate(groups):
+            examples = [(t, ex) for t in group for ex in drawn[t]]
+            length = group_length(tok, [ex for _, ex in examples], seed, step, gi, gen_length, gen_lengths)
+            batch.append([(t, *encode(tok, ex, length, eos)) for t, ex in examples])
+        yield StepBatch(step, batch)
 
 
 class _Stream(torch.utils.data.IterableDataset):
@@ -88,17 +104,18 @@ class _Stream(torch.utils.data.IterableDataset):
         # Worker k makes steps k, k + W, ...; the loader takes one item from each worker in turn,
         # so the steps arrive in order.
         info = torch.utils.data.get_worker_info()
-        return stream(*self.args, shard=(info.id, info.num_workers) if info else (0, 1))
+        *args, gen_lengths = self.args
+        return stream(*args, shard=(info.id, info.num_workers) if info else (0, 1), gen_lengths=gen_lengths)
 
 
 def _identity(batch):
     return batch
 
 
-def prefetch(workers: int, *args) -> Iterator[StepBatch]:
+def prefetch(workers: int, *args, gen_lengths: tuple[int, ...] = ()) -> Iterator[StepBatch]:
     """`stream(*args)`, made by `workers` worker processes (0: in this process)."""
     if workers <= 0:
-        return stream(*args)
-    loader = torch.utils.data.DataLoader(_Stream(*args), batch_size=None, num_workers=workers,
+        return stream(*args, gen_lengths=gen_lengths)
+    loader = torch.utils.data.DataLoader(_Stream(*args, gen_lengths), batch_size=None, num_workers=workers,
                                          prefetch_factor=8, collate_fn=_identity)
     return iter(loader)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from backend.training.train import resolve_device
 
+STARTUP_TIMEOUT_S = 300  # most a trainer may take to log its first step before calibration starts anyway
 STEP_LINE = re.compile(r"^step (\d+)/.* elapsed ([\d.]+)s", re.MULTILINE)
 
 
@@ -55,6 +56,13 @@ def calibrate(runs: dict[str, list[str]], common: list[str], out: Path, seconds:
         procs[name] = _launch(["-m", "backend.training.train", *common, *extra, "--out", str(out / f"{name}.cal"),
                                "--steps", "1000000", "--ramp", "0", "--log-every", "5",
                                "--save-every", "100000000"], logs[name])
+    # The clock starts when every run has logged its first step: start-up (imports, the first
+    # compile) can take longer than the calibration itself on a busy machine.
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline and any(
+            p.poll() is None and not (logs[n].is_file() and STEP_LINE.search(logs[n].read_text(errors="replace")))
+            for n, p in procs.items()):
+        time.sleep(0.5)
     time.sleep(seconds)
     _stop(procs.values())
     rates = {}

@@ -56,6 +56,9 @@ class TrainConfig:
     # Decoding defaults written to generation_config.json.
     gen_length: int = 32
     block_length: int = 16
+    # Answer lengths (EOS padding included) drawn per micro-batch, e.g. "16,32,64,128,256" (empty:
+    # gen_length only): the model then answers the same whatever max_tokens a client asks for.
+    gen_lengths: str = ""
     # Curriculum (backend.training.data.Curriculum).
     ramp: float = 0.25
     kv_start: int = 40
@@ -134,8 +137,13 @@ def resolve_device(name: str) -> torch.device:
 def build(cfg: TrainConfig, device: torch.device):
     if cfg.init_from:
         model = load_model(cfg.init_from, dtype=torch.float32)
-        if model.config != model_config(cfg):
+        want = model_config(cfg)
+        if dataclasses.replace(model.config, max_sequence_length=want.max_sequence_length) != want:
             raise ValueError(f"init_from: {cfg.init_from} has another architecture than this config")
+        if model.config != want:  # only the context differs (RoPE has no learnt positions): widen it
+            weights = model.state_dict()
+            model = build_model(want, torch.float32)
+            model.load_state_dict(weights)
     else:
         # Initialised on the host with a host generator: the same weights whatever the device.
         model = init_weights_(build_model(model_config(cfg), torch.float32), cfg.seed)
@@ -227,7 +235,9 @@ def train(cfg: TrainConfig) -> dict:
     curriculum = Curriculum(cfg.steps, cfg.ramp, cfg.kv_start, cfg.kv_min_chars,
                             None if cfg.kv_ramp < 0 else cfg.kv_ramp)
     # The example workers are forked before CUDA is initialised in this process.
-    batches = prefetch(cfg.data_workers, cfg.seed, sizes, cfg.groups(), curriculum, cfg.gen_length)
+    lengths = tuple(int(x) for x in cfg.gen_lengths.split(",") if x.strip())
+    batches = prefetch(cfg.data_workers, cfg.seed, sizes, cfg.groups(), curriculum, cfg.gen_length,
+                       gen_lengths=lengths)
     model = build(cfg, device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters on {device}, {model.config}", flush=True)

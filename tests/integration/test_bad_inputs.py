@@ -19,7 +19,7 @@ HTTP_CASES = [
     ("non-JSON sampling_parameters", {"text_input": "1+1=", "sampling_parameters": "{max_tokens: 8"},
      "sampling_parameters"),
     ("non-object sampling_parameters", {"text_input": "1+1=", "sampling_parameters": "[8]"}, "sampling_parameters"),
-    ("unknown key", {"text_input": "1+1=", "parameters": {"top_k": 5}}, "top_k"),
+    ("unknown key", {"text_input": "1+1=", "parameters": {"top_a": 5}}, "top_a"),
     ("max_tokens not a number", {"text_input": "1+1=", "parameters": {"max_tokens": "many"}}, "max_tokens"),
     ("temperature not a number", {"text_input": "1+1=", "parameters": {"temperature": "hot"}}, "temperature"),
     ("zero max_tokens", {"text_input": "1+1=", "parameters": {"max_tokens": 0}}, "max_tokens"),

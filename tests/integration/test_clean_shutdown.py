@@ -66,3 +66,29 @@ def test_a_request_triton_rejects_itself_then_cancel_then_ctrl_c(tmp_path):
         code = server.stop_cleanly()
     log = server.log()
     assert code == 0 or (code == 1 and "Exit timeout expired" in log), (code, log[-3000:])
+
+
+def test_vllm_client_requests_finished_cancelled_and_refused_then_ctrl_c(tmp_path):
+    """What a client written for vLLM's backend sends (every optional input, `top_p` "1", logprobs,
+    n answers): one request finishes, one is cancelled mid-stream, one is refused by name; then
+    Ctrl-C unloads the model and tritonserver exits 0."""
+    vllm_flags = {"return_finish_reason": True, "return_logprobs": True, "return_cumulative_logprob": True,
+                  "return_num_input_tokens": True, "return_num_output_tokens": True}
+    sampling = {"temperature": "0", "top_p": "1", "logprobs": 2, "n": 2, "max_tokens": 64, "block_length": 8,
+                "ignore_eos": True}
+    server = start_server(tmp_path / "server.log")
+    try:
+        done = GrpcStreams(server.grpc_url)
+        done.send("done", grpc_inputs("copy abcdefgh =", {**sampling, "max_tokens": 16}, stream=True, **vllm_flags))
+        assert done.wait_all(120)["done"].error is None
+        done.close()
+        cancelled = GrpcStreams(server.grpc_url)
+        cancelled.send("cancelled", grpc_inputs("copy abcdefgh =", sampling, stream=True, **vllm_flags))
+        cancelled.next_event(120)  # the first delta: the request is running
+        cancelled.close(cancel=True)
+        assert refuse_then_cancel(server, grpc_inputs("1+1=", {**sampling, "prompt_logprobs": 1}, stream=True,
+                                                      **vllm_flags)).startswith("prompt_logprobs: ")
+    finally:
+        code = server.stop_cleanly()
+    assert code == 0, server.log()[-3000:]
+    assert "successfully unloaded 'dllm'" in server.log()

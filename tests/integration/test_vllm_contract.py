@@ -76,14 +76,58 @@ def test_extra_outputs_only_when_asked(server):
 
 
 def test_return_logprobs_without_logprobs_is_null(server):
-    got = vllm_call(server.grpc_url, LONG, {**VLLM_SAMPLING, "max_tokens": 8}, return_logprobs=True)
+    """vLLM's answer when `logprobs` was not asked for; the cumulative log-probability is still given."""
+    got = vllm_call(server.grpc_url, LONG, {**VLLM_SAMPLING, "max_tokens": 8}, return_logprobs=True,
+                    return_cumulative_logprob=True)
     assert all(json.loads(a[0]) is None for a in outputs(got, "logprobs"))
+    sums = [float(a[0]) for a in outputs(got, "cumulative_logprob")]
+    assert all(np.isfinite(s) and s <= 0 for s in sums) and len(set(sums)) == len(sums)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_logprobs_carry_the_tokens_of_their_response(server, stream):
+    """Greedy: one entry per token behind each response (num_output_tokens of them), the committed
+    token at rank 1 whose decoded_token pieces spell the text, `logprobs` alternatives besides, finite
+    and <= 0; cumulative_logprob is the running sum and changes with every response."""
+    got = vllm_call(server.grpc_url, LONG, {**VLLM_SAMPLING, "max_tokens": 16, "block_length": 4, "logprobs": 3},
+                    stream=stream, return_logprobs=True, return_cumulative_logprob=True,
+                    return_num_output_tokens=True, exclude_input_in_output=True)
+    assert all(e is None for _, e in got)
+    if stream:
+        assert len(got) > 1
+    total, prev, spelled, text = 0.0, None, "", ""
+    for r, _ in got:
+        entries = json.loads(r.as_numpy("logprobs")[0])
+        assert len(entries) == int(r.as_numpy("num_output_tokens")[0])
+        for d in entries:
+            assert 3 <= len(d) <= 4  # the token and its 3 alternatives (it is one of them when greedy)
+            assert all(np.isfinite(v["logprob"]) and v["logprob"] <= 0 for v in d.values())
+            chosen = [v for v in d.values() if v["rank"] == 1]
+            assert len(chosen) == 1
+            total += chosen[0]["logprob"]
+            spelled += chosen[0]["decoded_token"]
+        cumulative = float(r.as_numpy("cumulative_logprob")[0])
+        assert cumulative == pytest.approx(total, rel=1e-5, abs=1e-5)
+        assert cumulative != prev
+        prev = cumulative
+        text += r.as_numpy("text_output")[0].decode()
+    assert spelled == text == "abcdefghijklmnop"
+
+
+def test_logprobs_for_n_answers(server):
+    got = vllm_call(server.grpc_url, LONG, {"max_tokens": 8, "temperature": 1.0, "n": 2, "logprobs": 0},
+                    stream=False, return_logprobs=True, return_cumulative_logprob=True)
+    entries = [json.loads(s) for s in strings(outputs(got, "logprobs")[-1])]
+    sums = outputs(got, "cumulative_logprob")[-1]
+    assert len(entries) == 2 and len(sums) == 2
+    for answer, total in zip(entries, sums, strict=True):
+        assert len(answer) == 8 and all(len(d) == 1 for d in answer)
+        assert float(total) == pytest.approx(sum(v["logprob"] for d in answer for v in d.values()), rel=1e-5)
 
 
 @pytest.mark.parametrize("sampling, flags, field", [
-    ({"logprobs": 2}, {}, "logprobs"),
-    ({"logprobs": 0}, {}, "logprobs"),
-    ({}, {"return_cumulative_logprob": True}, "return_cumulative_logprob"),
+    ({"logprobs": 21}, {}, "logprobs"),
+    ({"logprobs": -1}, {}, "logprobs"),
     ({"best_of": 2}, {}, "best_of"),
     ({"presence_penalty": 0.5}, {}, "presence_penalty"),
     ({"frequency_penalty": "0.1"}, {}, "frequency_penalty"),
@@ -165,7 +209,8 @@ def test_per_request_histograms(server):
     before = scrape_metrics(server.metrics_port)
     vllm_call(server.grpc_url, LONG, {**VLLM_SAMPLING, "max_tokens": 8}, stream=False)
     after = scrape_metrics(server.metrics_port)
-    for name in ("dllm:request_prompt_tokens", "dllm:request_generation_tokens", "dllm:request_params_n"):
+    for name in ("dllm:request_prompt_tokens", "dllm:request_generation_tokens", "dllm:request_params_n",
+                 "dllm:time_per_output_token_seconds"):
         assert metric(after, f"{name}_count", **labels) - metric(before, f"{name}_count", **labels) == 1, name
     assert metric(after, "dllm:request_generation_tokens_sum", **labels) - metric(
         before, "dllm:request_generation_tokens_sum", **labels) == 8

@@ -51,7 +51,7 @@ def test_budgeted_equals_full_logits(dtype, temperature):
                                model.config.mask_token_id)
     vocab = model.config.vocab_size
     for budget in (1, vocab * 8, vocab * 8 * 5, 1 << 30):  # 1 byte = one row per chunk
-        tokens, conf, chunks = budgeted_decode(hidden, model.lm_head, rows, budget, model.config.mask_token_id)
+        tokens, conf, chunks, _ = budgeted_decode(hidden, model.lm_head, rows, budget, model.config.mask_token_id)
         # Identical tokens; confidences up to the summation order of a different GEMM row count.
         assert torch.equal(tokens, ref_t), budget
         tol = 1e-12 if dtype == torch.float64 else 1e-5

@@ -40,6 +40,24 @@ def test_stream_groups_and_pads_answers_with_eos():
         assert len(answer) == 32 and answer[-1] == eos and prompt
 
 
+def test_varied_answer_lengths_per_micro_batch():
+    """--gen-lengths: each micro-batch pads to one drawn length (never shorter than its longest
+    answer + EOS), the same in worker processes, and every listed length occurs."""
+    cur, lengths = Curriculum(steps=30), (4, 16, 64)
+    alone = _steps(stream(1, SIZES, GROUPS, cur, 32, gen_lengths=lengths))
+    assert _steps(prefetch(2, 1, SIZES, GROUPS, cur, 32, gen_lengths=lengths)) == alone
+    seen = set()
+    for _, groups in alone:
+        for group in groups:
+            sizes = {len(a) for _, _, a in group}
+            assert len(sizes) == 1
+            size = sizes.pop()
+            longest = max(sum(1 for t in a if t != 46) for _, _, a in group)  # answers hold no EOS (46)
+            assert size >= longest + 1 and (size in lengths or size == longest + 1)
+            seen.add(size)
+    assert {16, 64} <= seen
+
+
 def test_curriculum_grows_to_the_full_task_lengths():
     cur = Curriculum(steps=100, ramp=0.5, kv_start=40, kv_min_chars=8, kv_ramp=0.8)
     full = tasks.TaskConfig()

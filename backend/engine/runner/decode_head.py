@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from backend.engine.runner.logprobs import TokenLogprobs, token_logprobs
 from backend.engine.runner.sampling import pick_tokens
 from backend.models.layers import VocabHead
 
@@ -30,6 +31,8 @@ class DecodeRows:
     top_p: torch.Tensor | None = None  # [R] float64, 1 = off
     top_k: torch.Tensor | None = None  # [R] long, 0 = off
     alg_temp: torch.Tensor | None = None  # [R] float64, 0 = off
+    logprob_rows: list[int] | None = None  # host: the rows (ascending) whose request asked for logprobs
+    top_logprobs: int = 0  # alternatives per such row: the most any of those requests asked for
 
     @property
     def num_rows(self) -> int:
@@ -53,8 +56,10 @@ def rows_per_chunk(vocab: int, logits_dtype: torch.dtype, sampling: bool, budget
 def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, budget_bytes: int,
                     mask_token_id: int | None, sampling: bool | None = None,
                     any_random: bool | None = None, any_dream: bool | None = None,
-                    any_filter: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Returns (tokens [R], confidences [R], number of chunks). `sampling` (some row has temperature
+                    any_filter: bool | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, int, TokenLogprobs | None]:
+    """Returns (tokens [R], confidences [R], number of chunks, log-probabilities of the rows in
+    `rows.logprob_rows`, in that order, or None when no row asked). `sampling` (some row has temperature
     > 0), `any_random` (some row remasks at random), `any_dream` (some row follows a Dream alg) and
     `any_filter` (some row has top_p / top_k) may be given by a caller that knows them on the host,
     which spares the device reads that would otherwise find out."""
@@ -62,8 +67,9 @@ def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, bud
     tokens = torch.empty(n, dtype=torch.long, device=hidden.device)
     conf = torch.empty(n, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
                        device=hidden.device)
+    want = rows.logprob_rows or []
     if n == 0:
-        return tokens, conf, 0
+        return tokens, conf, 0, None
     vocab = head.matrix.shape[0]
     if sampling is None:
         sampling = bool((rows.temperature > 0).any())
@@ -72,8 +78,9 @@ def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, bud
     if any_filter is None:
         any_filter = (rows.top_p is not None and bool((rows.top_p < 1).any())) or (
             rows.top_k is not None and bool((rows.top_k > 0).any()))
-    chunk = rows_per_chunk(vocab, hidden.dtype, sampling, budget_bytes, heavy=any_dream or any_filter)
+    chunk = rows_per_chunk(vocab, hidden.dtype, sampling, budget_bytes, heavy=any_dream or any_filter or bool(want))
     chunks = 0
+    parts, w = [], 0
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         logits = head(hidden.index_select(0, rows.hidden_index[s:e]))
@@ -82,9 +89,17 @@ def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, bud
                            alg=_part(rows.alg, s, e), top_p=_part(rows.top_p, s, e), top_k=_part(rows.top_k, s, e),
                            alg_temp=_part(rows.alg_temp, s, e), any_dream=any_dream, any_filter=any_filter)
         tokens[s:e], conf[s:e] = t, c
+        w_end = w
+        while w_end < len(want) and want[w_end] < e:
+            w_end += 1
+        if w_end > w:
+            sel = torch.tensor([i - s for i in want[w:w_end]], dtype=torch.long, device=hidden.device)
+            parts.append(token_logprobs(logits.index_select(0, sel), t.index_select(0, sel), mask_token_id,
+                                        rows.top_logprobs))
+            w = w_end
         chunks += 1
         del logits
-    return tokens, conf, chunks
+    return tokens, conf, chunks, (TokenLogprobs.cat(parts) if parts else None)
 
 
 def _part(t: torch.Tensor | None, s: int, e: int) -> torch.Tensor | None:

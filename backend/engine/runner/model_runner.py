@@ -35,6 +35,8 @@ class RowResults:
     positions: list[int]
     tokens: list[int]
     confidence: torch.Tensor  # [n] on the CPU
+    # Requests that asked for logprobs: per row, (logprob, rank, [(token id, logprob), ...] best first).
+    logprobs: list[tuple[float, int, list[tuple[int, float]]]] | None = None
 
 
 @dataclass
@@ -104,6 +106,8 @@ class ModelRunner:
         top_ps = [r.params.top_p or 1.0 for r in reqs]
         top_ks = [r.params.top_k or 0 for r in reqs]
         alg_temps = [r.params.alg_temp or 0.0 for r in reqs]
+        logprob_rows = [i for i, r in enumerate(reqs) if r.params.logprobs is not None]
+        top_logprobs = max((r.params.logprobs for r in reqs if r.params.logprobs is not None), default=0)
         arrays = {
             "ids": np.concatenate(ids), "positions": np.concatenate(positions),
             "cu": np.cumsum([0, *seqlens], dtype=np.int32),
@@ -141,7 +145,8 @@ class ModelRunner:
             store_src=t.get("store_src"), store_dst=t.get("store_dst"), table_rows=t.get("table_rows"),
             tables=t.get("tables"), counts=t.get("counts"),
             decode=DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"],
-                              t["dec_random"], t["dec_alg"], t["dec_top_p"], t["dec_top_k"], t["dec_alg_temp"]),
+                              t["dec_random"], t["dec_alg"], t["dec_top_p"], t["dec_top_k"], t["dec_alg_temp"],
+                              logprob_rows or None, top_logprobs),
             sampling=any(x > 0 for x in temps), any_random=any(randoms), any_dream=any(a >= 2 for a in algs),
             any_filter=any(x < 1.0 for x in top_ps) or any(k > 0 for k in top_ks), dec_bounds=bounds,
             dec_positions=dec_pos,
@@ -190,16 +195,30 @@ class ModelRunner:
 
     # --- decode -------------------------------------------------------------------------------
     def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:
-        tokens, conf, _ = budgeted_decode(
+        tokens, conf, _, lps = budgeted_decode(
             hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, self.model.config.mask_token_id,
             sampling=inputs.sampling, any_random=inputs.any_random, any_dream=inputs.any_dream,
             any_filter=inputs.any_filter)
         tokens, conf = _to_host(tokens, conf)
+        by_row = _logprobs_by_row(inputs.decode, lps)
         results: list[RowResults | None] = [None] * len(inputs.order)
         pos = inputs.dec_positions
         for j, (s, e) in enumerate(inputs.dec_bounds):
-            results[inputs.order[j]] = RowResults(pos[s:e], tokens[s:e], conf[s:e])
+            row_lps = [by_row[i] for i in range(s, e)] if by_row and s in by_row else None
+            results[inputs.order[j]] = RowResults(pos[s:e], tokens[s:e], conf[s:e], row_lps)
         return results
+
+
+def _logprobs_by_row(rows: DecodeRows, lps) -> dict[int, tuple]:
+    """Decode row -> (logprob, rank, top alternatives), for the rows that asked (one host copy, and
+    only in steps where some request asked)."""
+    if lps is None or not rows.logprob_rows:
+        return {}
+    k = rows.top_logprobs
+    values = torch.cat([lps.logprob.double().unsqueeze(1), lps.top_logprobs.double()], 1).cpu().tolist()
+    ints = torch.cat([lps.rank.unsqueeze(1), lps.top_ids], 1).cpu().tolist()
+    return {row: (v[0], n[0], list(zip(n[1:k + 1], v[1:k + 1], strict=True)))
+            for row, v, n in zip(rows.logprob_rows, values, ints, strict=True)}
 
 
 def _to_host(tokens: torch.Tensor, conf: torch.Tensor) -> tuple[list[int], torch.Tensor]:

@@ -119,8 +119,11 @@ class TritonPythonModel:
         decode = self.tokenizer.decode if skip else (lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False))
         n = len(prepared.engine_requests)
         sub_ids = [request_id] if n == 1 else [f"{request_id}/{i}" for i in range(n)]
-        group = AnswerGroup([RequestTracker(prepared.request, len(prepared.prompt_ids), decode) for _ in sub_ids],
-                            sub_ids)
+        def token_text(t: int) -> str:  # logprobs' decoded_token: special tokens shown, as vLLM
+            return self.tokenizer.decode([t], skip_special_tokens=False)
+
+        group = AnswerGroup([RequestTracker(prepared.request, len(prepared.prompt_ids), decode, token_text=token_text)
+                             for _ in sub_ids], sub_ids)
         self.responder.submit(request_id, sender, group, prepared.engine_requests)
 
     def finalize(self):

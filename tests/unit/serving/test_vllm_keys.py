@@ -69,7 +69,7 @@ def test_serving_keys_leave_the_engine_keys_and_give_consecutive_seeds():
     keys = take_serving_keys(sampling)
     assert sampling == {"max_tokens": 8} and keys.n == 3 and not keys.skip_special_tokens
     assert keys.seeds(2**63 - 2) == [2**63 - 2, 2**63 - 1, 0]
-    for bad in ({"best_of": 2}, {"n": 0}, {"n": 17}, {"logprobs": 0}, {"prompt_logprobs": 1}):
+    for bad in ({"best_of": 2}, {"n": 0}, {"n": 17}, {"prompt_logprobs": 1}):
         with pytest.raises(ValueError, match=f"^{next(iter(bad))}: "):
             take_serving_keys(dict(bad))
 
@@ -91,3 +91,26 @@ def test_group_answers_are_independent_and_final_once_all_are_done():
     last = group.on_output("r/1", _Out([3], True, "length", 3))
     assert last.final and last.texts == ["", "d"] and last.vllm_reasons == ["stop", "length"]
     assert last.details == ["eos", "length"]
+
+
+class _LpOut(_Out):
+    def __init__(self, ids, lps, finished=False, reason=None, total=0):
+        super().__init__(ids, finished, reason, total)
+        self.logprobs = lps
+
+
+def test_logprobs_follow_the_tokens_of_each_response_and_sum_up():
+    """Streaming: a response carries the entries of the tokens behind it (held tokens wait with their
+    text); the cumulative log-probability is the running sum; an answer without news carries []."""
+    req = GenerateRequest("p", stream=True, exclude_input_in_output=True, return_logprobs=True,
+                          sampling={"logprobs": 1})
+    group = AnswerGroup([RequestTracker(req, 1, _Chars().decode) for _ in range(2)], ["r/0", "r/1"])
+    first = group.on_output("r/0", _LpOut([0, 1], [(-0.5, 1, [(0, -0.5)]), (-1.0, 2, [(3, -0.2)])], total=2))
+    assert first.texts == ["ab", ""] and first.logprobs[1] == []
+    assert first.logprobs[0] == [{0: {"logprob": -0.5, "rank": 1, "decoded_token": "a"}},
+                                 {1: {"logprob": -1.0, "rank": 2, "decoded_token": "b"},
+                                  3: {"logprob": -0.2, "rank": 1, "decoded_token": "d"}}]
+    assert first.cumulative_logprobs == [-1.5, 0.0]
+    last = group.on_output("r/0", _LpOut([2], [(-0.25, 1, [(2, -0.25)])], True, "length", 3))
+    assert [list(d) for d in last.logprobs[0]] == [[2]] and last.cumulative_logprobs[0] == -1.75
+    assert not last.final  # answer r/1 has not finished
