@@ -82,9 +82,12 @@ def completion_sampling(req: CompletionRequest) -> tuple[dict, int | None]:
 
 def rename_field(message: str, req) -> str:
     """The model's error, with the field named as the client named it: the prompt is `text_input` to
-    the model, `messages` / `prompt` here; `max_tokens` may have come as `max_completion_tokens`."""
+    the model, `messages` / `prompt` here; `max_tokens` may have come as `max_completion_tokens`, a chat's
+    `logprobs` k as `top_logprobs`."""
     if message.startswith("text_input:"):
         return ("messages" if isinstance(req, ChatRequest) else "prompt") + message[len("text_input"):]
     if message.startswith("max_tokens:") and getattr(req, "max_completion_tokens", None) is not None:
         return "max_completion_tokens" + message[len("max_tokens"):]
+    if message.startswith("logprobs:") and isinstance(req, ChatRequest) and req.top_logprobs is not None:
+        return "top_logprobs" + message[len("logprobs"):]  # a chat's k is its top_logprobs
     return message

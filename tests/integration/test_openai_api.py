@@ -11,6 +11,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from openai_server.triton import Triton, TritonRequest
+
 LONG_COPY = "copy abcdefgh ="
 BLOCKS = {"max_tokens": 32, "block_length": 8}  # the answer is committed block by block: several deltas
 
@@ -138,3 +140,44 @@ def test_readme_client_example_runs_as_written(openai_pair, capsys):
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102  (the README's own example)
     printed = capsys.readouterr().out
     assert printed.startswith("5555\nabcdefgh"), printed
+
+
+def _model_entries(pair, prompt: str, k: int, **sampling) -> list[dict]:
+    """The model's own `logprobs` entries for `prompt`, straight from Triton's gRPC stream."""
+    async def run():
+        triton = Triton(f"127.0.0.1:{pair.grpc_port}", "dllm")
+        try:
+            request = TritonRequest(prompt, {"logprobs": k, **sampling}, stream=False, logprobs=True)
+            return [e for u in [u async for u in triton.generate(request)] for a in u.answers for e in a.logprobs or []]
+        finally:
+            await triton.close()
+
+    return asyncio.run(run())
+
+
+def test_logprobs_chat_and_completions(client, openai_pair):
+    entries = _model_entries(openai_pair, "1234+4321=", 2)
+    committed = [next(iter(e.values())) for e in entries]
+    r = client.chat.completions.create(model="dllm", messages=[{"role": "user", "content": "1234+4321="}],
+                                       logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content == "5555"
+    assert [t.logprob for t in content] == [c["logprob"] for c in committed]
+    for t, e in zip(content, entries, strict=True):
+        ranked = sorted(e.values(), key=lambda v: v["rank"])[:2]  # the k best (the committed one may rank lower)
+        assert [(x.token, x.logprob) for x in t.top_logprobs] == [(v["decoded_token"], v["logprob"]) for v in ranked]
+        assert t.bytes == list(t.token.encode())
+    # Streamed: each chunk carries the entries of the tokens it carries; together the same as whole.
+    stream = client.chat.completions.create(model="dllm", messages=[{"role": "user", "content": LONG_COPY}],
+                                            logprobs=True, stream=True, extra_body=BLOCKS)
+    streamed = [t for c in stream if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    whole = client.chat.completions.create(model="dllm", messages=[{"role": "user", "content": LONG_COPY}],
+                                           logprobs=True, extra_body=BLOCKS).choices[0].logprobs.content
+    assert [(t.token, t.logprob, t.top_logprobs) for t in streamed] == [(t.token, t.logprob, []) for t in whole]
+    assert "".join(t.token for t in whole) == "abcdefgh"
+    # Completions: tokens, their log-probabilities, the k best as a dict, offsets into the text (echo included).
+    lp = client.completions.create(model="dllm", prompt="1234+4321=", logprobs=2, echo=True).choices[0].logprobs
+    assert lp.tokens == list("5555") and lp.token_logprobs == [c["logprob"] for c in committed]
+    assert lp.text_offset == [10, 11, 12, 13]
+    best = [sorted(e.values(), key=lambda v: v["rank"])[:2] for e in entries]
+    assert lp.top_logprobs == [{v["decoded_token"]: v["logprob"] for v in b} for b in best]
