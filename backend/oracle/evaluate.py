@@ -117,11 +117,16 @@ def main(argv=None) -> dict:
         ap.add_argument(f"--{name}", type=int)
     ap.add_argument("--threshold", type=float)
     ap.add_argument("--temperature", type=float)
-    ap.add_argument("--remasking", choices=["low_confidence", "random"])
+    ap.add_argument("--remasking", choices=["low_confidence", "random"], help="LLaDA models")
+    ap.add_argument("--alg", choices=["origin", "maskgit_plus", "topk_margin", "entropy"], help="Dream models")
+    for name in ("alg-temp", "eps", "top-p"):
+        ap.add_argument(f"--{name}", type=float)
+    ap.add_argument("--top-k", type=int)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in ("max_tokens", "block_length", "steps", "threshold",
-                                              "temperature", "remasking") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("max_tokens", "block_length", "steps", "threshold", "temperature",
+                                              "remasking", "alg", "alg_temp", "eps", "top_p", "top_k")
+                 if getattr(args, k) is not None}
     if args.seed_decode is not None:
         overrides["seed"] = args.seed_decode
     params = SamplingParams.from_dict(overrides, defaults=default_params(args.model))
