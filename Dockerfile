@@ -1,6 +1,7 @@
 # dllm-serve on NVIDIA's Triton image (release 24.10 = Triton 2.51; Ubuntu 22.04, Python 3.10, CUDA 12.6).
 #   docker build -t dllm-serve .
 #   docker run --gpus all --shm-size=1g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 dllm-serve
+#   (add -p 127.0.0.1:9000:9000 for the OpenAI-compatible server, started as below EXPOSE)
 # What to open: inside the container tritonserver listens on every interface (Docker's port mapping
 # needs it), so the -p options decide who can connect. 8000 (HTTP) and 8001 (gRPC) serve inference;
 # 8002 serves Prometheus metrics (no secrets, but publish it to your monitoring only). Bind to
@@ -31,15 +32,20 @@ COPY pyproject.toml README.md ./
 COPY backend backend
 COPY kernels kernels
 COPY client client
+COPY openai_server openai_server
 COPY benchmarks benchmarks
-# The Python backend's stub runs the image's python3: the project goes into its site-packages.
-RUN pip install --no-cache-dir .
+# The Python backend's stub runs the image's python3: the project goes into its site-packages, with the
+# OpenAI-compatible server's dependencies (extra "openai": FastAPI, uvicorn, the gRPC client).
+RUN pip install --no-cache-dir ".[openai]"
 
 # The model repository with the bundled model; model.py finds its checkpoint beside itself
 # (dllm/1/default-model) unless engine.json or config.pbtxt parameters name another.
 COPY model_repository /models
 
-EXPOSE 8000 8001 8002
+# 9000: the OpenAI-compatible server, when started beside tritonserver (README, "OpenAI-compatible frontend"):
+#   docker exec -d <container> python3 -m openai_server --host 0.0.0.0 --triton-url localhost:8001 \
+#     --tokenizer /models/dllm/1/default-model
+EXPOSE 8000 8001 8002 9000
 # The same restriction as backend/server/network.py applies to `make serve`: "@DLLM_ADMIN_KEY" is the
 # placeholder the shim replaces with "=<key>" (without the shim Triton refuses the option and exits).
 CMD ["/bin/sh", "-c", "export DLLM_ADMIN_KEY=${DLLM_ADMIN_KEY:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n')}; \

@@ -17,14 +17,15 @@ $(VENV)/.setup-done: pyproject.toml
 setup: $(VENV)/.setup-done
 
 # pytest exits 5 when it collected no test: that must fail, not pass silently.
-# serve-deps: the integration tests start a real tritonserver; aiperf-deps: one of them runs AIPerf.
-test: setup serve-deps aiperf-deps
+# serve-deps: the integration tests start a real tritonserver; aiperf-deps: one of them runs AIPerf;
+# openai-deps: the OpenAI-compatible server's tests (FastAPI, uvicorn, the official openai client).
+test: setup serve-deps aiperf-deps openai-deps
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # ruff, then the import contracts of .importlinter (the layering: kernels < models < engine < ...).
 lint: setup
-	$(PY) -m ruff check backend kernels client tests benchmarks model_repository scripts
+	$(PY) -m ruff check backend kernels client openai_server tests benchmarks model_repository scripts
 	$(VENV)/bin/lint-imports
 
 clean:
@@ -61,6 +62,14 @@ $(VENV)/aiperf/.done:
 .PHONY: aiperf-deps
 aiperf-deps: $(VENV)/aiperf/.done
 
+# The OpenAI-compatible server (openai_server/): pyproject's extra "openai".
+$(VENV)/.openai-done: $(VENV)/.setup-done
+	$(PY) -m pip install --quiet -e ".[openai]"
+	touch $@
+
+.PHONY: openai-deps serve-openai
+openai-deps: $(VENV)/.openai-done
+
 # Foreground; Ctrl-C stops it. Ports and repository: make serve HTTP_PORT=9000 GRPC_PORT=9001 ...
 # Network: 127.0.0.1 only unless HOST=0.0.0.0 (or an address); the model-repository, shared-memory,
 # trace and logging APIs are closed unless the environment gives a key (ADMIN_KEY=<secret> make serve,
@@ -76,6 +85,14 @@ OPEN_ADMIN_APIS ?=
 serve: serve-deps
 	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) HOST=$(HOST) \
 	OPEN_ADMIN_APIS=$(OPEN_ADMIN_APIS) MODEL_REPOSITORY=$(MODEL_REPOSITORY) PY=$(PY) scripts/serve.sh
+
+# tritonserver and the OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models on
+# OPENAI_PORT) in the foreground; Ctrl-C stops both. The same HOST, ports and admin-key rules as `make serve`.
+OPENAI_PORT ?= 9000
+serve-openai: serve-deps openai-deps
+	$(PY) -m openai_server.launch --host $(HOST) --port $(OPENAI_PORT) \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+		--model-repository $(MODEL_REPOSITORY) $(if $(OPEN_ADMIN_APIS),--open-admin-apis,)
 
 # --- benchmarks ----------------------------------------------------------------------------------
 # In-process engine benchmark on the bundled model, on the CPU (a few minutes): writes

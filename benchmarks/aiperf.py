@@ -9,6 +9,9 @@ goes to Triton's `/v2/models/dllm/generate_stream` as `{"text_input": ..., "stre
 deltas are read back from the Server-Sent Events. The prompts are a benchmark workload's task prompts
 (`--input-file`), the tokenizer that counts tokens is the bundled model's directory (no hub access),
 and `--export-outputs-json` gives the answers, which are scored against the tasks' exact answers.
+With `--openai` it profiles the OpenAI-compatible server instead (`make serve-openai`, port 9000) the way
+AIPerf is at its best: `--endpoint-type chat --streaming`, each prompt a user message, the sampling
+parameters as extra body keys; its summary goes to `<date>-openai-aiperf/summary.json`.
 AIPerf lives in `.venv/aiperf/`, a virtual environment of its own, so that its ~1 GB of dependencies
 (pandas, pyarrow, scipy, transformers, ...) stay out of the project's.
 """
@@ -43,12 +46,15 @@ def executable(path: str | None) -> str:
 
 
 def command(aiperf: str, url: str, model: str, prompts: Path, sampling: dict, concurrency: int,
-            request_count: int, tokenizer: str, out: Path) -> list[str]:
-    extra = {"payload_template": TEMPLATE, "response_field": "text_output",
-             "sampling_parameters": json.dumps(sampling, sort_keys=True)}
-    return [aiperf, "profile", "-m", model, "--url", url, "--endpoint-type", "template",
-            "--custom-endpoint", f"/v2/models/{model}/generate_stream", "--streaming",
-            "--extra-inputs", json.dumps(extra), "--tokenizer", tokenizer,
+            request_count: int, tokenizer: str, out: Path, openai: bool = False) -> list[str]:
+    if openai:  # /v1/chat/completions; the dLLM's settings ride along as extra body keys
+        endpoint = ["--endpoint-type", "chat", "--streaming", "--extra-inputs", json.dumps(sampling, sort_keys=True)]
+    else:
+        extra = {"payload_template": TEMPLATE, "response_field": "text_output",
+                 "sampling_parameters": json.dumps(sampling, sort_keys=True)}
+        endpoint = ["--endpoint-type", "template", "--custom-endpoint", f"/v2/models/{model}/generate_stream",
+                    "--streaming", "--extra-inputs", json.dumps(extra)]
+    return [aiperf, "profile", "-m", model, "--url", url, *endpoint, "--tokenizer", tokenizer,
             "--input-file", str(prompts), "--custom-dataset-type", "single_turn",
             "--concurrency", str(concurrency), "--request-count", str(request_count),
             "--artifact-dir", str(out), "--export-outputs-json", "--ui-type", "none"]
@@ -56,8 +62,10 @@ def command(aiperf: str, url: str, model: str, prompts: Path, sampling: dict, co
 
 def score(art: Path, answers: dict[str, str]) -> tuple[int, int]:
     """(exact answers, answers scored) from AIPerf's inputs.json and outputs.json."""
-    sent = {s["session_id"]: s["payloads"][0]["text_input"]
-            for s in json.loads((art / "inputs.json").read_text())["data"]}
+    def prompt(payload: dict) -> str:  # generate_stream's body, or a chat's (--openai)
+        return payload["text_input"] if "text_input" in payload else payload["messages"][-1]["content"]
+
+    sent = {s["session_id"]: prompt(s["payloads"][0]) for s in json.loads((art / "inputs.json").read_text())["data"]}
     right = total = 0
     for rec in json.loads((art / "outputs.json").read_text())["data"]:
         prompt = sent.get(rec["conversation_id"])
@@ -72,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--aiperf", help=f"the aiperf executable (default {DEFAULT_AIPERF.relative_to(REPO_ROOT)}, "
                     "else the one on PATH)")
-    ap.add_argument("--url", default="localhost:8000", help="Triton's HTTP address")
+    ap.add_argument("--url", help="Triton's HTTP address (default localhost:8000), or with --openai the OpenAI "
+                    "server's (default localhost:9000)")
+    ap.add_argument("--openai", action="store_true", help="profile the OpenAI-compatible server's "
+                    "/v1/chat/completions (make serve-openai) instead of Triton's generate_stream")
     ap.add_argument("--model", default="dllm")
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--workload", default="closed-c4", help="whose prompts are sent")
@@ -90,14 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prof = profiles.load_profile(args.profile)
     _, wl = profile_workload(prof, args.workload)
-    art = args.out / f"{time.strftime('%Y-%m-%d')}-aiperf"
+    url = args.url or ("localhost:9000" if args.openai else "localhost:8000")
+    art = args.out / f"{time.strftime('%Y-%m-%d')}-{'openai-' if args.openai else ''}aiperf"
     art.mkdir(parents=True, exist_ok=True)
     prompts = art / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"text": i.text}) + "\n" for i in wl.items))
     answers = {i.text: i.answer for i in wl.items if i.answer is not None}
     sampling = {**prof.get("sampling", {}), "max_tokens": args.max_tokens}
-    cmd = command(aiperf, args.url, args.model, prompts, sampling, args.concurrency,
-                  args.request_count or len(wl.items), args.tokenizer, art)
+    cmd = command(aiperf, url, args.model, prompts, sampling, args.concurrency,
+                  args.request_count or len(wl.items), args.tokenizer, art, openai=args.openai)
     # No HF_HUB_OFFLINE here: AIPerf 0.13 then takes the local tokenizer directory for a hub name and fails.
     print(" ".join(cmd), flush=True)
     rc = subprocess.run(cmd).returncode

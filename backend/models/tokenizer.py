@@ -8,6 +8,8 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
+from backend import chat_template
+
 # Qwen2's pre-tokenizer split, used when a Dream/Qwen2 directory ships vocab.json + merges.txt only.
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -35,7 +37,7 @@ class Tokenizer:
         self._max_token_bytes: int | None = None
         tcfg = self._read_json(path / "tokenizer_config.json")
         mcfg = self._read_json(path / "config.json")
-        self.chat_template = self._chat_template(path, tcfg)
+        self.chat_template = chat_template.template_from_config(path, tcfg)
         self.bos_token = _token_text(tcfg.get("bos_token"))
         self.eos_token = _token_text(tcfg.get("eos_token"))
 
@@ -80,15 +82,6 @@ class Tokenizer:
             tok.add_special_tokens([AddedToken(spec["content"], special=spec.get("special", True))])
         return tok
 
-    @staticmethod
-    def _chat_template(path: Path, tcfg: dict) -> str | None:
-        if (path / "chat_template.jinja").is_file():
-            return (path / "chat_template.jinja").read_text()
-        tmpl = tcfg.get("chat_template")
-        if isinstance(tmpl, list):  # [{"name": "default", "template": ...}, ...]
-            tmpl = next((t["template"] for t in tmpl if t.get("name") == "default"), tmpl[0]["template"])
-        return tmpl
-
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
@@ -127,16 +120,6 @@ class Tokenizer:
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """Render the checkpoint's chat template the way `transformers` does (sandboxed Jinja,
-        trimmed blocks); without a template, the last user message is used as it is."""
-        if not self.chat_template:
-            return messages[-1]["content"]
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(msg):
-            raise ValueError(f"chat template: {msg}")
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        trimmed blocks; backend/chat_template.py); without a template, the last user message is used as it is."""
+        return chat_template.render(self.chat_template, messages, add_generation_prompt, self.bos_token,
+                                    self.eos_token)

@@ -29,6 +29,14 @@ def build() -> Tokenizer:
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
     return tok
 
+# The model knows no conversation format, only its task prompts ("1234+4321=", "sort dcba =", ...): a chat
+# (the OpenAI-compatible server's /v1/chat/completions) reaches it as the last message's text, which must be
+# the user's; system messages and earlier turns are not shown to it.
+CHAT_TEMPLATE = ("{%- if not messages or messages[-1]['role'] != 'user' -%}"
+                 "{{ raise_exception('the last message must have the role user: this model answers one task prompt') }}"
+                 "{%- endif -%}"
+                 "{{ messages[-1]['content'] }}")
+
 
 def special_ids(tok: Tokenizer | None = None) -> dict[str, int]:
     tok = tok or build()
@@ -37,8 +45,7 @@ def special_ids(tok: Tokenizer | None = None) -> dict[str, int]:
 
 
 def save(path: str | Path) -> Tokenizer:
-    """Write tokenizer.json and tokenizer_config.json (special tokens, no chat template: a prompt is
-    used as it is) into `path`."""
+    """Write tokenizer.json and tokenizer_config.json (special tokens, and CHAT_TEMPLATE) into `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = build()
@@ -49,6 +56,6 @@ def save(path: str | Path) -> Tokenizer:
              for k, t in (("unk", UNK), ("eos", EOS), ("pad", PAD), ("mask", MASK))}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": UNK, "eos_token": EOS,
               "pad_token": PAD, "mask_token": MASK, "added_tokens_decoder": added,
-              "model_max_length": 512, "clean_up_tokenization_spaces": False}
+              "model_max_length": 512, "clean_up_tokenization_spaces": False, "chat_template": CHAT_TEMPLATE}
     (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return tok

@@ -85,3 +85,15 @@ def expected(reference_engine):
         return cache[key]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def openai_pair(tmp_path_factory):
+    """`make serve-openai`'s two processes (tests/integration/openai_pair.py), shared by the test_openai_*
+    modules; at the end a SIGINT (Ctrl-C) must stop both and the launcher exit 0."""
+    from tests.integration.openai_pair import start_pair
+
+    pair = start_pair(tmp_path_factory.mktemp("serve_openai") / "serve-openai.log")
+    yield pair
+    code = pair.stop()
+    assert code == 0, f"serve-openai exited with {code}; log tail:\n" + "\n".join(pair.log().splitlines()[-30:])
