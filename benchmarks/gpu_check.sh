@@ -56,7 +56,7 @@ fi
 
 log "1/5 kernel tests ($DEVICE)"
 "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_paged_attention.py tests/unit/test_fused_layer_kernels.py \
-    tests/unit/test_cuda_engine.py 2>&1 | tee "$OUT/kernel_tests.log" | tail -n 5
+    tests/unit/test_fused_decode_head.py tests/unit/test_cuda_engine.py 2>&1 | tee "$OUT/kernel_tests.log" | tail -n 5
 kernels=${PIPESTATUS[0]}
 [[ $kernels == 0 ]] || status=1
 

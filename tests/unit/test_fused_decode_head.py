@@ -72,7 +72,8 @@ CONFIGS = [HeadConfig(block_v=32, block_k=16, programs=1), HeadConfig(block_v=64
 
 @needs_triton
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"v{c.block_v}-k{c.block_k}-p{c.programs}")
-@pytest.mark.parametrize("rows,dim,vocab,mask", [(5, 48, 300, 77), (37, 40, 97, 96), (70, 64, 129, 0), (1, 16, 33, None)])
+@pytest.mark.parametrize("rows,dim,vocab,mask",
+                         [(5, 48, 300, 77), (37, 40, 97, 96), (70, 64, 129, 0), (1, 16, 33, None)])
 def test_kernel_equals_reference_and_pick_tokens_float32(config, rows, dim, vocab, mask):
     hidden, index, weight = _case(rows, dim, vocab, torch.float32, seed=rows + vocab, n_hidden=64)
     got = greedy_head(hidden, index, weight, mask, config=config)
@@ -123,3 +124,44 @@ def test_no_rows():
     hidden, index, weight = _case(3, 16, 40, torch.float32, seed=6)
     tokens, conf = greedy_head(hidden, index[:0], weight, 5)
     assert tokens.shape == (0,) and conf.shape == (0,) and conf.dtype == torch.float32
+
+
+@needs_triton
+def test_engine_takes_the_fused_head_only_for_greedy_low_confidence_batches(monkeypatch):
+    """The CPU engine never takes the kernel (its tokens are today's). Forced on (the interpreter; on
+    CUDA it is on by default), greedy low_confidence batches go through it with the same tokens, and a
+    batch holding a sampled, a random remasking or a logprobs request keeps the budgeted head."""
+    import backend.engine.runner.model_runner as mr
+    from backend.engine.config import EngineConfig
+    from backend.engine.engine import Engine
+    from backend.engine.sampling_params import SamplingParams
+    from backend.models import random_model
+
+    model = random_model("tiny-llada", dtype=torch.float32, seed=7).to(DEVICE)
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 15, 16, 17, 18, 19, 20]]
+    greedy = SamplingParams(max_tokens=16, block_length=8, ignore_eos=True)
+    others = [SamplingParams(max_tokens=16, block_length=8, ignore_eos=True, **kw)
+              for kw in ({"temperature": 0.8, "seed": 3}, {"remasking": "random", "seed": 4}, {"logprobs": 2})]
+    plain = Engine(model, EngineConfig(kv_cache_bytes=4 << 20, max_num_seqs=4))
+    assert plain.runner.fused_head is (DEVICE == "cuda")
+    plain.runner.fused_head = False  # (on CUDA: the budgeted head, to compare with)
+    want = [r.token_ids for r in plain.generate(prompts, greedy)]
+    want_mixed = [r.token_ids for r in plain.generate(prompts, [greedy, *others[:2]])]
+    want_lp = [r.token_ids for r in plain.generate(prompts[:2], [greedy, others[2]])]
+
+    calls = []  # (path, the step's decode rows)
+    real_fused, real_budgeted = mr.fused_greedy_decode, mr.budgeted_decode
+    monkeypatch.setattr(mr, "fused_greedy_decode", lambda *a: calls.append(("fused", a[2])) or real_fused(*a))
+    monkeypatch.setattr(mr, "budgeted_decode",
+                        lambda *a, **k: calls.append(("budgeted", a[2])) or real_budgeted(*a, **k))
+    fused = Engine(model, EngineConfig(kv_cache_bytes=4 << 20, max_num_seqs=4))
+    fused.runner.fused_head = True
+    assert [r.token_ids for r in fused.generate(prompts, greedy)] == want
+    assert {path for path, _ in calls} == {"fused"}
+    calls.clear()
+    assert [r.token_ids for r in fused.generate(prompts, [greedy, *others[:2]])] == want_mixed
+    assert [r.token_ids for r in fused.generate(prompts[:2], [greedy, others[2]])] == want_lp
+    for path, rows in calls:
+        eligible = bool((rows.temperature == 0).all() and not rows.random_remask.any()) and not rows.logprob_rows
+        assert (path == "fused") == eligible, (path, rows)
+    assert any(path == "budgeted" for path, _ in calls)

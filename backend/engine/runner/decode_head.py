@@ -102,5 +102,15 @@ def budgeted_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows, bud
     return tokens, conf, chunks, (TokenLogprobs.cat(parts) if parts else None)
 
 
+def fused_greedy_decode(hidden: torch.Tensor, head: VocabHead, rows: DecodeRows,
+                        mask_token_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, confidences) of greedy low_confidence rows (temperature 0, no top_p / top_k, no
+    logprobs) through the Triton kernel that fuses the projection with the pick: what `budgeted_decode`
+    gives for such rows, without logits (CUDA; the tests run it under TRITON_INTERPRET=1)."""
+    from kernels.fused_decode_head import greedy_head
+
+    return greedy_head(hidden, rows.hidden_index, head.matrix, mask_token_id, head.scale)
+
+
 def _part(t: torch.Tensor | None, s: int, e: int) -> torch.Tensor | None:
     return None if t is None else t[s:e]

@@ -22,7 +22,7 @@ from backend.engine.attention.pool_attention import PoolAttention
 from backend.engine.attention.sparse_selection import SparseItem, plan_groups, to_group
 from backend.engine.kv.pool import KVPool
 from backend.engine.request import Phase, Request
-from backend.engine.runner.decode_head import DecodeRows, budgeted_decode
+from backend.engine.runner.decode_head import DecodeRows, budgeted_decode, fused_greedy_decode
 from backend.engine.runner.sampling import ALG_CODES
 from backend.engine.runner.step_inputs import HostStager, StepInputs
 from backend.models import DiffusionLM, PackedBatch
@@ -62,6 +62,7 @@ class ModelRunner:
         self.stager = HostStager(self.device)
         self.graphs = graphs  # backend.engine.runner.cuda_graphs.ReuseGraphs, or None (eager)
         self.use_kernels = use_kernels  # the paged attention kernel where it can run (else its reference)
+        self.fused_head = use_kernels  # greedy low_confidence steps: the fused head kernel (else budgeted_decode)
         self.sparse_window = sparse_window  # positions next to the block that sparse heads always keep
         self.last_graphed = False  # the last forward replayed a CUDA graph
 
@@ -195,10 +196,14 @@ class ModelRunner:
 
     # --- decode -------------------------------------------------------------------------------
     def decode(self, inputs: StepInputs, hidden: torch.Tensor) -> list[RowResults]:
-        tokens, conf, _, lps = budgeted_decode(
-            hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, self.model.config.mask_token_id,
-            sampling=inputs.sampling, any_random=inputs.any_random, any_dream=inputs.any_dream,
-            any_filter=inputs.any_filter)
+        mask = self.model.config.mask_token_id
+        if self.fused_head and not (inputs.sampling or inputs.any_random or inputs.any_dream or inputs.any_filter
+                                    or inputs.decode.logprob_rows):  # every row greedy low_confidence
+            (tokens, conf), lps = fused_greedy_decode(hidden, self.model.lm_head, inputs.decode, mask), None
+        else:
+            tokens, conf, _, lps = budgeted_decode(
+                hidden, self.model.lm_head, inputs.decode, self.logit_budget_bytes, mask, sampling=inputs.sampling,
+                any_random=inputs.any_random, any_dream=inputs.any_dream, any_filter=inputs.any_filter)
         tokens, conf = _to_host(tokens, conf)
         by_row = _logprobs_by_row(inputs.decode, lps)
         results: list[RowResults | None] = [None] * len(inputs.order)
