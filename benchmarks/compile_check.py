@@ -124,7 +124,7 @@ def _resources(cubin: bytes, warps: int, shared: int) -> str:
 
 
 def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), variants: bool = True) -> list[dict]:
-    """Compile every launch, and the paged attention's benchmarked launch variants (LLaDA-8B, bf16)."""
+    """Compile every launch, and the paged attention's benchmarked launch variants (bf16)."""
     from triton.runtime.jit import JITFunction
 
     import kernels.fused_decode_head
@@ -145,11 +145,13 @@ def check(arch: int = 90, dtypes: tuple = (torch.bfloat16, torch.float32), varia
         k.run = stand_in(k)
     try:
         calls = list(_launches(dtypes))
-        if variants:
-            pa = _paged_args(PRESETS["llada-8b"], torch.bfloat16, torch.Generator().manual_seed(1))
-            for name, cfg in pa_mod.VARIANTS.items():
-                calls.append((f"paged_attention llada-8b bfloat16 [{name}]",
-                              lambda cfg=cfg: pa_mod.paged_attention(**pa, config=cfg)))
+        if variants:  # LLaDA-8B's shape; the GQA-grouped ones at Dream-7B's too (7 query heads per KV head)
+            for model in MODELS:
+                pa = _paged_args(PRESETS[model], torch.bfloat16, torch.Generator().manual_seed(1))
+                for name, cfg in pa_mod.VARIANTS.items():
+                    if model == "llada-8b" or cfg.grouped:
+                        calls.append((f"paged_attention {model} bfloat16 [{name}]",
+                                      lambda cfg=cfg, pa=pa: pa_mod.paged_attention(**pa, config=cfg)))
         rows = []
         for label, call in calls:
             captured.clear()

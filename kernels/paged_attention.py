@@ -118,28 +118,47 @@ if triton is not None:
         s_qt, s_qh, s_kt, s_kh, s_vt, s_vh, s_ct, s_ot, s_oh, s_tr, s_th, s_cr,
         PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
-        K_ROWS: tl.constexpr, HEAD_MAJOR: tl.constexpr, SPLITS: tl.constexpr, W_ACC, W_ML, n_rows,
+        K_ROWS: tl.constexpr, HEAD_MAJOR: tl.constexpr, SPLITS: tl.constexpr, GROUPED: tl.constexpr,
+        W_ACC, W_ML, n_rows,
     ):
+        # One program: a tile of BLOCK_M query rows of one query head, or (GROUPED) a tile of BLOCK_M
+        # (row, query head) pairs of one KV head's group, rows outer: every K/V tile is read once per KV
+        # head rather than once per query head, and a 33-row block of 7 heads fills 231 of 256 entries.
         if HEAD_MAJOR:  # the heads of one request launch together (its K/V group shares L2)
-            hq = tl.program_id(0)
+            h = tl.program_id(0)
             b = tl.program_id(1)
         else:
             b = tl.program_id(0)
-            hq = tl.program_id(1)
+            h = tl.program_id(1)
         q_lo = tl.load(CU + b)
         q_hi = tl.load(CU + b + 1)
+        if GROUPED:
+            hk = h
+            n_q = (q_hi - q_lo) * group
+        else:
+            hk = h // group
+            n_q = q_hi - q_lo
         if SPLITS == 1:
-            m0 = q_lo + tl.program_id(2) * BLOCK_M
+            f0 = tl.program_id(2) * BLOCK_M
         else:  # each split takes a share of the cached slots; partial results go to W_ACC / W_ML
             split = tl.program_id(2) % SPLITS
-            m0 = q_lo + (tl.program_id(2) // SPLITS) * BLOCK_M
-        if m0 < q_hi:
-            hk = hq // group
-            offs_m = m0 + tl.arange(0, BLOCK_M)
+            f0 = (tl.program_id(2) // SPLITS) * BLOCK_M
+        if f0 < n_q:
+            offs_f = f0 + tl.arange(0, BLOCK_M)
+            f_ok = offs_f < n_q
+            if GROUPED:
+                rows_m = q_lo + offs_f // group
+                heads_m = hk * group + offs_f % group
+                q_off = rows_m[:, None] * s_qt + heads_m[:, None] * s_qh
+                o_off = rows_m[:, None] * s_ot + heads_m[:, None] * s_oh
+            else:
+                rows_m = q_lo + offs_f
+                heads_m = h
+                q_off = rows_m[:, None] * s_qt + h * s_qh
+                o_off = rows_m[:, None] * s_ot + h * s_oh
             offs_d = tl.arange(0, BLOCK_D)
             d_ok = offs_d < HEAD_DIM
-            q = tl.load(Q + offs_m[:, None] * s_qt + hq * s_qh + offs_d[None, :],
-                        mask=(offs_m < q_hi)[:, None] & d_ok[None, :], other=0.0)
+            q = tl.load(Q + q_off + offs_d[None, :], mask=f_ok[:, None] & d_ok[None, :], other=0.0)
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -175,15 +194,15 @@ if triton is not None:
                     m_i, l_i, acc = _online_softmax_step(q, kt, v, ok, m_i, l_i, acc, qk_scale, PRECISION)
             if SPLITS == 1:
                 out = acc / l_i[:, None]
-                tl.store(O + offs_m[:, None] * s_ot + hq * s_oh + offs_d[None, :], out.to(O.dtype.element_ty),
-                         mask=(offs_m < q_hi)[:, None] & d_ok[None, :])
+                tl.store(O + o_off + offs_d[None, :], out.to(O.dtype.element_ty), mask=f_ok[:, None] & d_ok[None, :])
             else:  # workspaces [SPLITS, T, Hq, BLOCK_D] and [SPLITS, T, Hq, 2], contiguous
                 nh = tl.num_programs(0) if HEAD_MAJOR else tl.num_programs(1)
-                row = (split * n_rows + offs_m) * nh + hq
-                row_ok = offs_m < q_hi
-                tl.store(W_ACC + row[:, None] * BLOCK_D + offs_d[None, :], acc, mask=row_ok[:, None])
-                tl.store(W_ML + row * 2, m_i, mask=row_ok)
-                tl.store(W_ML + row * 2 + 1, l_i, mask=row_ok)
+                if GROUPED:
+                    nh = nh * group
+                row = (split * n_rows + rows_m) * nh + heads_m
+                tl.store(W_ACC + row[:, None] * BLOCK_D + offs_d[None, :], acc, mask=f_ok[:, None])
+                tl.store(W_ML + row * 2, m_i, mask=f_ok)
+                tl.store(W_ML + row * 2 + 1, l_i, mask=f_ok)
 
     @triton.jit
     def _combine_splits_kernel(W_ACC, W_ML, O, s_ot, s_oh, T, NH, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -212,34 +231,51 @@ def block_m_for(max_q_rows: int) -> int:
     return 16 if max_q_rows <= 16 else 32 if max_q_rows <= 32 else 64
 
 
+def grouped_block_m(max_q_rows: int, group: int, cap: int) -> int:
+    """Grouped tiles hold (row, query head) pairs: the smallest power of two >= rows x group, up to
+    `cap` (LLaDA's 32 rows x 1 head: 32; Dream's 33 rows x 7 heads = 231: two tiles of 128)."""
+    return max(16, min(cap, triton.next_power_of_2(max(max_q_rows, 1) * group)))
+
+
 @dataclass(frozen=True)
 class PagedConfig:
     """Launch choices of the kernel (every one computes the same attention): keys per tile, warps per
     program, software-pipelining depth, keys loaded as rows (`k_rows`), heads fastest in the grid
     (`head_major`), and `splits`: programs that share one (request, head)'s cached slots, each keeping
     a partial softmax in a float32 workspace that a second kernel merges (more programs in flight when
-    requests x heads alone leave SMs idle: small batches, long caches). The default is what the engine
-    runs; `benchmarks.attention_bandwidth` times the others."""
+    requests x heads alone leave SMs idle: small batches, long caches). `grouped`: one program per KV
+    head serves all of its query heads (GQA: Dream's K/V read once per KV head instead of 7 times),
+    over tiles of (row, query head) pairs of at most `grouped_block_m` entries. The default is what the
+    engine runs; `benchmarks.attention_bandwidth` times the others."""
     block_n: int = 64
     num_warps: int = 4
     num_stages: int = 2
     k_rows: bool = False
     head_major: bool = False
     splits: int = 1  # programs sharing one (request, head)'s cached slots, merged by a second kernel
+    grouped: bool = False  # one program per (request, KV head, tile) serving the head's whole group
+    grouped_block_m: int = 128  # the largest tile of (row, query head) pairs a grouped program takes
 
     def __post_init__(self):
         if self.splits < 1 or self.splits & (self.splits - 1):
             raise ValueError(f"splits: a power of two >= 1, got {self.splits}")
+        if self.grouped_block_m < 16 or self.grouped_block_m & (self.grouped_block_m - 1):
+            raise ValueError(f"grouped_block_m: a power of two >= 16, got {self.grouped_block_m}")
 
 
 DEFAULT_CONFIG = PagedConfig()
 # What `benchmarks.attention_bandwidth` times against the default (and `benchmarks.compile_check` compiles).
 # (compile_check, sm_90, bf16, LLaDA-8B: the default holds 3 programs of 4 warps an SM by registers; `w8`
-# 2 of 8 warps; `n32-s4` 3, each with 3 tiles of keys in flight; `s3` 2, with 2 tiles in flight.)
+# 2 of 8 warps; `n32-s4` 3, each with 3 tiles of keys in flight; `s3` 2, with 2 tiles in flight. Dream-7B,
+# grouped: `gqa` 1 program of 8 warps (tiles of 128 pairs), `gqa-m64-split8` 2 of 4 warps.)
 VARIANTS = {"default": DEFAULT_CONFIG, "rows": PagedConfig(k_rows=True), "w8": PagedConfig(num_warps=8),
             "n32-s4": PagedConfig(block_n=32, num_stages=4), "s3": PagedConfig(num_stages=3),
             "rows-heads": PagedConfig(k_rows=True, head_major=True),
-            "split4": PagedConfig(splits=4), "split8": PagedConfig(splits=8)}
+            "split4": PagedConfig(splits=4), "split8": PagedConfig(splits=8),
+            # GQA-grouped (issue 25): K/V read once per KV head; with splits for one request's few programs
+            "gqa": PagedConfig(grouped=True, num_warps=8),
+            "gqa-split4": PagedConfig(grouped=True, num_warps=8, splits=4),
+            "gqa-m64-split8": PagedConfig(grouped=True, grouped_block_m=64, splits=8)}
 
 
 def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot_counts, page_size: int,
@@ -254,9 +290,14 @@ def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot
     if t == 0 or num_seqs == 0:
         return out
     scale = (1.0 / math.sqrt(d)) if sm_scale is None else sm_scale
-    bm = block_m or block_m_for(max_q_rows)
-    tiles = triton.cdiv(max(max_q_rows, 1), bm) * config.splits
-    grid = (hq, num_seqs, tiles) if config.head_major else (num_seqs, hq, tiles)
+    group = hq // hkv
+    if config.grouped:  # (a caller's block_m counts query rows of one head: not this tiling)
+        bm = grouped_block_m(max_q_rows, group, config.grouped_block_m)
+        tiles, heads = triton.cdiv(max(max_q_rows, 1) * group, bm) * config.splits, hkv
+    else:
+        bm = block_m or block_m_for(max_q_rows)
+        tiles, heads = triton.cdiv(max(max_q_rows, 1), bm) * config.splits, hq
+    grid = (heads, num_seqs, tiles) if config.head_major else (num_seqs, heads, tiles)
     for x in (q, k, v, out):
         assert x.stride(-1) == 1, "the head dimension must be contiguous"
     block_d = max(16, triton.next_power_of_2(d))
@@ -266,12 +307,12 @@ def paged_attention(q, k, v, cu, k_cache, v_cache, table_row, block_tables, slot
         w_ml = torch.empty(config.splits, t, hq, 2, dtype=torch.float32, device=q.device)
     _paged_attention_kernel[grid](
         q, k, v, k_cache, v_cache, out, cu, table_row, block_tables, slot_counts,
-        scale * 1.4426950408889634, hq // hkv,
+        scale * 1.4426950408889634, group,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_cache.stride(0),
         out.stride(0), out.stride(1), block_tables.stride(0), block_tables.stride(1), slot_counts.stride(0),
         PAGE=page_size, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=config.block_n,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", K_ROWS=config.k_rows,
-        HEAD_MAJOR=config.head_major, SPLITS=config.splits, W_ACC=w_acc, W_ML=w_ml, n_rows=t,
+        HEAD_MAJOR=config.head_major, SPLITS=config.splits, GROUPED=config.grouped, W_ACC=w_acc, W_ML=w_ml, n_rows=t,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if config.splits > 1:

@@ -31,6 +31,7 @@ def test_every_kernel_launch_compiles_for_sm90():
     # bf16, the served dtype: the attention keeps everything in registers (no local memory).
     served = [line for line in lines if "paged_attention llada-8b bfloat16" in line]
     assert served and all("stack 0 B" in line for line in served), served
+    assert any("dream-7b bfloat16 [gqa]" in line for line in lines)  # grouped: 7 query heads per KV head
     heads = [line for line in lines if "greedy_head" in line]  # the fused head spills in no dtype
     assert len(heads) >= 8 and all("stack 0 B" in line for line in heads), heads
 

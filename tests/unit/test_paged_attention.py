@@ -112,11 +112,16 @@ def test_kernel_matches_reference_float32(name):
 # Splits: the cached slots of one (request, head) shared by several programs (many of them empty here).
 VARIANTS = [PagedConfig(block_n=128, k_rows=True), PagedConfig(block_n=32, num_stages=3, head_major=True),
             PagedConfig(num_warps=8, k_rows=True, head_major=True), PagedConfig(splits=2),
-            PagedConfig(splits=4, block_n=16, head_major=True), PagedConfig(splits=8, k_rows=True)]
+            PagedConfig(splits=4, block_n=16, head_major=True), PagedConfig(splits=8, k_rows=True),
+            # GQA-grouped: one program per KV head over (row, query head) pairs; small tiles give several
+            # tiles per request, some cut inside a row's group of heads
+            PagedConfig(grouped=True), PagedConfig(grouped=True, grouped_block_m=16, head_major=True, k_rows=True),
+            PagedConfig(grouped=True, splits=4, block_n=16)]
 
 
 @pytest.mark.parametrize("config", VARIANTS, ids=lambda c: f"n{c.block_n}-w{c.num_warps}-s{c.num_stages}"
-                         f"{'-rows' if c.k_rows else ''}{'-heads' if c.head_major else ''}-x{c.splits}")
+                         f"{'-rows' if c.k_rows else ''}{'-heads' if c.head_major else ''}-x{c.splits}"
+                         f"{f'-g{c.grouped_block_m}' if c.grouped else ''}")
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel_variants_match_reference(name, config):
     q_lens, counts, hq, hkv, d, ps = CASES[name]
@@ -128,9 +133,11 @@ def test_kernel_variants_match_reference(name, config):
     assert (out - ref).norm() / ref.norm() < 1e-5
 
 
-def test_splits_must_be_a_power_of_two():
+def test_splits_and_grouped_tiles_must_be_powers_of_two():
     with pytest.raises(ValueError, match="splits"):
         PagedConfig(splits=3)
+    with pytest.raises(ValueError, match="grouped_block_m"):
+        PagedConfig(grouped=True, grouped_block_m=48)
 
 
 # Triton 3.9's CPU interpreter multiplies bf16 tiles wrongly in tl.dot (even a plain 16x16 product),
@@ -148,9 +155,12 @@ def test_kernel_matches_reference_half(dtype):
     assert err < (2e-2 if dtype == torch.bfloat16 else 4e-3), f"relative error {err:.2e}"
 
 
-def test_kernel_at_model_head_dim_and_block_rows():
-    """Head dim 128 and a 33-row block (Dream: block + the row before it), over several query tiles."""
-    c = _case([33, 32], [[48, 48, 48, 48], [50, 50, 50, 50]], 8, 4, 128, 16, torch.float32, seed=4)
-    out = paged_attention(**c, max_q_rows=33)
+@pytest.mark.parametrize("config", [PagedConfig(), PagedConfig(grouped=True)], ids=["default", "grouped"])
+def test_kernel_at_model_head_dim_and_block_rows(config):
+    """Head dim 128 and a 33-row block (Dream: block + the row before it), over several query tiles;
+    grouped, Dream's 7 query heads per KV head: 231 (row, head) pairs in two tiles of 128."""
+    c = _case([33, 32], [[48, 40], [50, 50]], 14, 2, 128, 16, torch.float32, seed=4)
+    out = torch.full_like(c["q"], float("nan"))
+    paged_attention(**c, max_q_rows=33, out=out, config=config)
     ref = paged_attention_reference(**c)
-    assert (out - ref).norm() / ref.norm() < 1e-5
+    assert torch.isfinite(out).all() and (out - ref).norm() / ref.norm() < 1e-5
