@@ -21,8 +21,17 @@ def test_gpu_check_dry_run(tmp_path):
     rows = json.loads((tmp_path / "agreement.json").read_text())
     assert rows and all(r["exact_fp32"] == r["requests"] for r in rows)
     bursts = json.loads((tmp_path / "bursts.json").read_text())["bursts"]
-    assert [b["n"] for b in bursts] == [1, 4]
+    assert [(b["tokens_per_step"], b["n"]) for b in bursts] == [(k, n) for k in (1, 2, 4) for n in (1, 4)]
     assert all(b["tok_per_s"] > 0 and b["steps"]["reuse"] > 0 for b in bursts)
+    for b in bursts:  # steps = generation / tokens per step: each request takes that many steps
+        assert b["generated"] == b["n"] * b["gen"]
+        if b["n"] == 1:
+            assert sum(b["steps"].values()) == b["gen"] // b["tokens_per_step"]
+    capped = json.loads((tmp_path / "capped_pool.json").read_text())
+    dense, *sparse = capped["rows"]
+    assert [r["sparse_retention"] for r in capped["rows"]] == [1.0, 0.5, 0.25]
+    assert dense["concurrency_max"] <= 2  # the pool holds 2.5 dense requests
+    assert all(r["kv_mib_per_request_max"] < 0.75 * dense["kv_mib_per_request_max"] for r in sparse)
     attention = json.loads((tmp_path / "attention.json").read_text())["rows"]
     from benchmarks.attention_bandwidth import variants
     assert {r["variant"] for r in attention} == set(variants()) and all(r["ok"] for r in attention)
