@@ -36,6 +36,14 @@ PAGE = 16
 ROTATE_BYTES = 512 << 20  # cases smaller than this rotate among copies of their cache (H200's L2: 50 MB)
 
 
+def interpreted(module: str, argv) -> None:
+    """A dry run interprets the kernels, and TRITON_INTERPRET counts only if set before triton is
+    imported (torch imports it): a process started without it starts again with it."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        args = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, "-m", module, *args], {**os.environ, "TRITON_INTERPRET": "1"})
+
+
 def variants() -> dict:
     from kernels.paged_attention import VARIANTS  # imported late: a dry run sets TRITON_INTERPRET first
 
@@ -166,7 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the report here (JSON)")
     args = ap.parse_args(argv)
     if args.dry_run:
-        os.environ["TRITON_INTERPRET"] = "1"  # read when the kernel module is first imported
+        interpreted(__spec__.name, argv)
         device, dtype = torch.device("cpu"), torch.float32
         shapes, cases = {"tiny-gqa": (4, 2, 32, 9)}, [(2, 40), (1, 17)]  # a check, kept short: interpreted
     else:

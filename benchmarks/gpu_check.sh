@@ -14,8 +14,10 @@
 #   4. engine exactness on CUDA in float32 with refresh every step (must equal the reference decoder),
 #      and token agreement (CUDA graphs vs eager vs the CPU engine; bf16 vs the reference);
 #   5. N=1 eager, and an older engine ($BASELINE, if there) for comparison;
-#   6. the paged attention kernel's bandwidth at LLaDA-8B's and Dream-7B's shapes, launch variants
-#      side by side (benchmarks/attention_bandwidth.py; ATTENTION=0 skips it; 2-3 minutes).
+#   6. the kernels alone: the fused greedy decode head against the budgeted head at LLaDA-8B's
+#      vocabulary (benchmarks/decode_head_timing.py), and the paged attention kernel's bandwidth at
+#      LLaDA-8B's and Dream-7B's shapes, launch variants side by side (benchmarks/attention_bandwidth.py;
+#      ATTENTION=0 skips it; 2-3 minutes).
 #   --dry-run   the same steps at tiny size on the CPU (part of the test suite)
 #
 # Python: $PYTHON, else python3 (the GPU machines' torch and triton; the project's own small
@@ -25,7 +27,7 @@
 set -uo pipefail
 
 if [[ $# -lt 1 || $1 == -* ]]; then
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -105,6 +107,13 @@ if want 5; then
     fi
 fi
 
+if want 6; then
+    log "6/6 the decode head, fused vs budgeted, at LLaDA-8B's vocabulary"
+    "$PY" -m benchmarks.decode_head_timing $([[ $DRY == 1 ]] && echo --dry-run) --out "$OUT/decode_head.json" \
+        > "$OUT/decode_head.log" 2>&1 || status=1
+    tail -n 4 "$OUT/decode_head.log"
+fi
+
 if want 6 && [[ ${ATTENTION:-1} != 0 ]]; then
     log "6/6 paged attention bandwidth at the models' shapes, launch variants (ATTENTION=0 skips)"
     "$PY" -m benchmarks.attention_bandwidth $([[ $DRY == 1 ]] && echo --dry-run) --out "$OUT/attention.json" \
@@ -132,6 +141,10 @@ if att.exists():
         best = max(rows, key=lambda r: r["gb_s"] if r["ok"] else -1)
         print(f"  {model} B={b} L={slots}: {rows[0]['gb_s']} -> {best['gb_s']} ({best['variant']}, "
               f"{best['of_copy_pct']}% of copy){'' if all(r['ok'] for r in rows) else '  SOME VARIANT WRONG'}")
+head = out / "decode_head.json"
+if head.exists():
+    from benchmarks.decode_head_timing import table as head_table
+    print(head_table(json.loads(head.read_text())))
 cap = out / "capped_pool.json"
 if cap.exists():
     from benchmarks.capped_pool import table

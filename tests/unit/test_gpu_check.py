@@ -27,6 +27,8 @@ def test_gpu_check_dry_run(tmp_path):
         assert b["generated"] == b["n"] * b["gen"]
         if b["n"] == 1:
             assert sum(b["steps"].values()) == b["gen"] // b["tokens_per_step"]
+    head = json.loads((tmp_path / "decode_head.json").read_text())["rows"]
+    assert head and all(r["token_agreement"] == 1.0 and r["fused_ms"] > 0 for r in head)
     capped = json.loads((tmp_path / "capped_pool.json").read_text())
     dense, *sparse = capped["rows"]
     assert [r["sparse_retention"] for r in capped["rows"]] == [1.0, 0.5, 0.25]
