@@ -42,6 +42,7 @@ class BlockRequest(Request):
     def __init__(self, request_id: str, prompt_ids: list[int], params, mask_token_id: int, logit_shift: int,
                  chunk: int):
         self.chunk = chunk  # most rows of one compute step (a multiple of the block length)
+        self.step_chunk: int | None = None  # this iteration's chunk, when the scheduler sized it (fit_chunk)
         self.cached_upto = 0
         super().__init__(request_id, prompt_ids, params, mask_token_id, logit_shift)
 
@@ -73,15 +74,23 @@ class BlockRequest(Request):
     def masked_positions(self) -> list[int]:
         return [p for p in range(self.block_start, self.block_end) if self.tokens[p] == self.mask_token_id]
 
+    def fit_chunk(self, tokens: int | None) -> bool:
+        """The scheduler sizes this iteration's compute step to `tokens` rows: whole blocks, at least one
+        (None: the full chunk). False when not even one block fits."""
+        b = self.params.block_length
+        self.step_chunk = None if tokens is None else max(b, min(self.chunk, tokens // b * b))
+        return tokens is None or tokens >= b
+
     def plan(self) -> StepPlan:
         lo, bs, be = self.cached_upto, self.block_start, self.block_end
+        chunk = self.step_chunk or self.chunk
         if lo < bs:
             if self.logit_shift == 0:  # SDAR: reach the block's end if the chunk allows, and denoise it too
-                hi = min(lo + self.chunk, be)
+                hi = min(lo + chunk, be)
                 if hi == be:
                     return StepPlan(lo, hi, bs, tuple(self.masked_positions()))
                 return StepPlan(lo, hi, hi, (), denoise=False)
-            hi = min(lo + self.chunk, bs)
+            hi = min(lo + chunk, bs)
             first = (bs,) if hi == bs and self.tokens[bs] == self.mask_token_id else ()
             return StepPlan(lo, hi, hi, first, greedy=True, denoise=False)
         return StepPlan(bs, be, bs, tuple(self._denoised_rows()))
@@ -139,6 +148,7 @@ class BlockRequest(Request):
     def apply(self, plan: StepPlan, tokens: list[int], confidence) -> int:
         """Record a step's stores and commits; returns the number of tokens committed."""
         self.cached_upto = max(self.cached_upto, plan.store_hi)
+        self.step_chunk = None
         chosen = self.select(plan, confidence) if plan.decode else []
         for i in chosen:
             self.tokens[plan.decode[i]] = tokens[i]
