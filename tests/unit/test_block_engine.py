@@ -144,3 +144,19 @@ def test_family_knobs_are_refused_on_the_other_family(model):
 def test_default_block_is_the_checkpoints(model):
     engine = _engine(model)
     assert engine.make_params({}).block_length == model.config.block_size
+
+
+@pytest.mark.parametrize("hf_name", ["SDAR_CONFIG", "FAST_DLLM_CONFIG"])
+def test_engine_from_an_official_layout_directory(tmp_path, hf_name):
+    """The whole path a served checkpoint takes: config.json and safetensors with the official names,
+    Engine.from_config, the checkpoint's block as the default; tokens equal the oracle on the loaded model."""
+    from tests.unit import block_checkpoints
+
+    block_checkpoints.write(tmp_path, getattr(block_checkpoints, hf_name), seed=5)
+    engine = Engine.from_config(EngineConfig(model=str(tmp_path), dtype="float64", device="cpu",
+                                             kv_cache_bytes=2 * MiB))
+    rng = random.Random(6)
+    prompts = [_prompt(rng, engine.model) for _ in range(3)]
+    params = [engine.make_params({"max_tokens": 10, "ignore_eos": True}) for _ in prompts]
+    assert params[0].block_length == engine.model_config.block_size
+    _check(engine.model, engine, prompts, params)
