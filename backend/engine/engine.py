@@ -60,8 +60,9 @@ class Engine:
         cost = cost_model_for(model, self.config, graphs)  # after kernels and graphs: it times what will run
         self.scheduler = Scheduler(self.config.scheduler_config(), self.pool, cost,
                                    model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
-        self.runner = BlockRunner(model, self.pool, self.config.logit_budget_bytes) if block else ModelRunner(
-            model, self.pool, self.config.logit_budget_bytes, graphs, self.uses_kernels, self.config.sparse_window)
+        budget = self.config.logit_budget_bytes
+        self.runner = BlockRunner(model, self.pool, budget, self.uses_kernels) if block else ModelRunner(
+            model, self.pool, budget, graphs, self.uses_kernels, self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
         self.requests: dict[str, Request] = {}

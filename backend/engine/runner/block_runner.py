@@ -2,7 +2,8 @@
 positions to decode) in, per-request decoded (token, confidence) out; one packed forward per step.
 
 The pool gives each request a dense index once (slot i holds position i, every layer and head), so a
-step's stores and cache reads are row ranges of that index. Decoding is the budgeted head with
+step's stores and cache reads are row ranges of that index; its page table is installed then, and a
+pure denoising step only sets its slot count to its cached positions (the paged attention path). Decoding is the budgeted head with
 Dream's maskgit_plus rule, which is both families' (token drawn from the tempered, filtered softmax;
 confidence its probability); Fast-dLLM v2's next-token rows are decoded at temperature 0.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from backend.engine.attention.block_attention import BlockPoolAttention, BlockSeq
+from backend.engine.attention.pool_attention import PoolAttention
 from backend.engine.block_request import BlockRequest, StepPlan
 from backend.engine.kv.pool import KVPool
 from backend.engine.request import Phase
@@ -34,8 +36,9 @@ class BlockResults:
 
 
 class BlockRunner:
-    def __init__(self, model: DiffusionLM, pool: KVPool, logit_budget_bytes: int):
+    def __init__(self, model: DiffusionLM, pool: KVPool, logit_budget_bytes: int, use_kernels: bool = False):
         self.model, self.pool = model, pool
+        self.use_kernels = use_kernels  # the paged attention kernel for pure denoising steps (else its reference)
         self.logit_budget_bytes = logit_budget_bytes
         self.device = model.device
         self.stager = HostStager(self.device)
@@ -48,13 +51,27 @@ class BlockRunner:
         if entry is None or known is None or known[0] is not entry:  # new, or re-admitted after preemption
             entry, rows = self.pool.assign(r.request_id, np.arange(r.cached_slots))
             self._index[r.request_id] = (entry, np.asarray(rows))
+            table, counts = self.pool.table_update(entry)  # its pages, for the paged kernel (once)
+            dev = self.pool.block_tables.device
+            self.pool.write_tables(torch.tensor([entry.table_row], device=dev),
+                                   torch.from_numpy(table).unsqueeze(0).to(dev), torch.zeros_like(
+                                       self.pool.slot_counts[entry.table_row:entry.table_row + 1]))
         for rid in [k for k in self._index if k not in self.pool.entries]:
             del self._index[rid]
         return self._index[r.request_id][1]
 
+    @staticmethod
+    def _pure_denoise(r: BlockRequest, plan: StepPlan) -> bool:
+        """One block over all its cache, nothing stored: the paged Reuse attention computes it."""
+        return plan.lo == r.block_start and plan.store_hi == plan.lo and plan.hi - plan.lo == r.params.block_length
+
     @torch.inference_mode()
     def run(self, batch: list[tuple[BlockRequest, Phase]]) -> list[BlockResults]:
-        plans = [r.plan() for r, _ in batch]
+        plans = {i: r.plan() for i, (r, _) in enumerate(batch)}
+        # Multi-block steps first, pure denoising steps last (the paged path takes the tail).
+        order = sorted(plans, key=lambda i: self._pure_denoise(batch[i][0], plans[i]))
+        batch, plans = [batch[i] for i in order], [plans[i] for i in order]
+        paged = [self._pure_denoise(r, plan) for (r, _), plan in zip(batch, plans, strict=True)]
         ids, positions, seqlens, src, dst, cached = [], [], [], [], [], []
         dec_hidden, dec_pos, dec_temp, dec_seed, dec_step, dec_top_p, dec_top_k = [], [], [], [], [], [], []
         offset = 0
@@ -67,7 +84,7 @@ class BlockRunner:
             if plan.store_hi > plan.lo:
                 src.append(np.arange(offset, offset + plan.store_hi - plan.lo, dtype=np.int64))
                 dst.append(rows[plan.lo:plan.store_hi].reshape(-1))
-            cached.append(rows[:plan.lo].reshape(-1).astype(np.int64))
+            cached.append(None if paged[len(cached)] else rows[:plan.lo].reshape(-1).astype(np.int64))
             p = r.params
             for q in plan.decode:
                 dec_hidden.append(offset + q - r.logit_shift - plan.lo)
@@ -91,13 +108,28 @@ class BlockRunner:
         if src:
             arrays["store_src"], arrays["store_dst"] = np.concatenate(src), np.concatenate(dst)
         for i, c in enumerate(cached):
-            arrays[f"cached{i}"] = c
+            if not paged[i]:
+                arrays[f"cached{i}"] = c
+        pure = [i for i, x in enumerate(paged) if x]
+        if pure:
+            table_rows = [self.pool.entries[batch[i][0].request_id].table_row for i in pure]
+            arrays["reuse_cu"] = np.cumsum([0, *(seqlens[i] for i in pure)], dtype=np.int32)
+            arrays["reuse_table"] = np.asarray(table_rows, dtype=np.int32)
+            arrays["count_rows"] = np.asarray(table_rows, dtype=np.int64)
+            arrays["counts"] = np.repeat(np.asarray([[plans[i].lo] for i in pure], dtype=np.int32), self.pool.heads, 1)
         t = self.stager.send(arrays)
         seqs, start = [], 0
         for i, ((r, _), n) in enumerate(zip(batch, seqlens, strict=True)):
-            seqs.append(BlockSeq(start, n, t[f"cached{i}"], r.params.block_length))
+            if not paged[i]:
+                seqs.append(BlockSeq(start, n, t[f"cached{i}"], r.params.block_length))
             start += n
-        ctx = BlockPoolAttention(self.pool, seqs, t.get("store_src"), t.get("store_dst"))
+        reuse = None
+        if pure:
+            self.pool.slot_counts[t["count_rows"]] = t["counts"]  # each one sees its cached positions
+            reuse = PoolAttention.reuse_only(self.pool, t["reuse_cu"], t["reuse_table"], max(seqlens[i] for i in pure))
+            reuse.use_kernel = self.use_kernels
+        ctx = BlockPoolAttention(self.pool, seqs, t.get("store_src"), t.get("store_dst"),
+                                 sum(seqlens[i] for i in range(len(batch)) if not paged[i]), reuse)
         hidden = self.model(t["ids"], PackedBatch(t["positions"], seqlens, t["cu"]), ctx)
         rows = DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"], t["dec_random"],
                           t["dec_alg"], t["dec_top_p"], t["dec_top_k"], t["dec_alg_temp"])
@@ -108,9 +140,10 @@ class BlockRunner:
         if tokens.device.type != "cpu":
             tokens, conf = tokens.cpu(), conf.cpu()
         tokens = tokens.tolist()
-        out, s = [], 0
-        for plan in plans:
+        out: list[BlockResults | None] = [None] * len(order)
+        s = 0
+        for j, plan in zip(order, plans, strict=True):
             e = s + len(plan.decode)
-            out.append(BlockResults(plan, tokens[s:e], conf[s:e]))
+            out[j] = BlockResults(plan, tokens[s:e], conf[s:e])
             s = e
         return out
