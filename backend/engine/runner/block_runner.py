@@ -3,9 +3,10 @@ positions to decode) in, per-request decoded (token, confidence) out; one packed
 
 The pool gives each request a dense index once (slot i holds position i, every layer and head), so a
 step's stores and cache reads are row ranges of that index; its page table is installed then, and a
-pure denoising step only sets its slot count to its cached positions (the paged attention path). Decoding is the budgeted head with
-Dream's maskgit_plus rule, which is both families' (token drawn from the tempered, filtered softmax;
-confidence its probability); Fast-dLLM v2's next-token rows are decoded at temperature 0.
+pure denoising step only sets its slot count to its cached positions (the paged attention path).
+Decoding is the budgeted head with Dream's maskgit_plus rule, which is both families' (token drawn
+from the tempered, filtered softmax; confidence its probability); Fast-dLLM v2's next-token rows are
+decoded at temperature 0.
 """
 
 from __future__ import annotations
