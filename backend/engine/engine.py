@@ -94,7 +94,9 @@ class Engine:
             tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else path
             tokenizer = Tokenizer(tok_dir) if (tok_dir / "tokenizer.json").is_file() or (
                 tok_dir / "vocab.json").is_file() else None
-            defaults = checkpoint_defaults(path)
+            # The block-diffusion loops take their settings as arguments, not from generation_config.json
+            # (Qwen3's there, top_k 20 with top_p 0.95, is not what block_diffusion_generate decodes with).
+            defaults = {} if model.config.block_causal else checkpoint_defaults(path)
         kv_bytes = cfg.kv_cache_bytes
         if kv_bytes is None and device.type == "cuda":
             from backend.engine.runner.memory_profile import kv_budget_after_profiling
