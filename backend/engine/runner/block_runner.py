@@ -57,8 +57,6 @@ class BlockRunner:
             self.pool.write_tables(torch.tensor([entry.table_row], device=dev),
                                    torch.from_numpy(table).unsqueeze(0).to(dev), torch.zeros_like(
                                        self.pool.slot_counts[entry.table_row:entry.table_row + 1]))
-        for rid in [k for k in self._index if k not in self.pool.entries]:
-            del self._index[rid]
         return self._index[r.request_id][1]
 
     @staticmethod
@@ -68,6 +66,8 @@ class BlockRunner:
 
     @torch.inference_mode()
     def run(self, batch: list[tuple[BlockRequest, Phase]]) -> list[BlockResults]:
+        for rid in [k for k in self._index if k not in self.pool.entries]:  # finished or preempted
+            del self._index[rid]
         plans = {i: r.plan() for i, (r, _) in enumerate(batch)}
         # Multi-block steps first, pure denoising steps last (the paged path takes the tail).
         order = sorted(plans, key=lambda i: self._pure_denoise(batch[i][0], plans[i]))
