@@ -89,3 +89,32 @@ def test_save_load_round_trip(tmp_path, name):
     assert loaded.config == model.config
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("arch, changes", [
+    ("sdar", {"rope_theta": 500.0}), ("sdar", {"rms_norm_eps": 1e-3}), ("sdar", {"num_key_value_heads": 4}),
+    ("sdar", {"head_dim": 8}), ("sdar", {"attention_bias": True}), ("sdar", {"tie_word_embeddings": True}),
+    ("sdar", {"hidden_act": "swish"}), ("fast_dllm", {"tie_word_embeddings": False}),
+    ("fast_dllm", {"num_key_value_heads": 1}), ("fast_dllm", {"rope_theta": 10000.0}),
+    ("fast_dllm", {"rope_scaling": {"rope_type": "default"}}),
+])
+def test_honoured_fields_change_the_logits_as_the_reference_does(tmp_path, arch, changes):
+    hf = {**CONFIGS[arch], **changes}
+    tensors = write(tmp_path, hf, seed=6)
+    model = load_model(tmp_path, dtype=torch.float64)
+    ids = torch.randint(0, hf["vocab_size"], (11,), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(block_causal_logits(model, ids, 4), reference_logits(hf, tensors, ids.tolist(), 4),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("arch", ["sdar", "fast_dllm"])
+def test_every_key_of_the_released_config_is_tabled(tmp_path, arch, caplog):
+    """Keys outside the tables are logged by name; the released configs' keys are all known."""
+    write(tmp_path, CONFIGS[arch])
+    with caplog.at_level("WARNING"):
+        read_config(tmp_path)
+    assert "not in the official config class" not in caplog.text
+    write(tmp_path, CONFIGS[arch], brand_new_key=1)
+    with caplog.at_level("WARNING"):
+        read_config(tmp_path)
+    assert "brand_new_key" in caplog.text
