@@ -55,7 +55,7 @@ def test_cached_equals_plain_recompute(family, sdar, fast):
     model, make, mod = (sdar, sdar_params, sdar_official) if family == "sdar" else (fast, fast_params,
                                                                                      fast_dllm_official)
     stops = set(model.config.stop_token_ids)
-    for _ in range(16):
+    for _ in range(12):
         prompt, p = _prompt(rng, model), make(rng, ignore_eos=rng.random() < 0.7)
         cached = mod.decode(model, prompt, p, stops, cached=True)
         plain = mod.decode(model, prompt, p, stops, cached=False)
@@ -66,7 +66,7 @@ def test_cached_equals_plain_recompute(family, sdar, fast):
 
 def test_sdar_commit_counts_follow_the_rule(sdar):
     rng = random.Random(3)
-    for _ in range(12):
+    for _ in range(8):
         prompt, p = _prompt(rng, sdar), sdar_params(rng, ignore_eos=True)
         out = generate(sdar, prompt, p)
         quota = sdar_official.linear_quota(p.block_length, p.denoising_steps)
@@ -89,7 +89,7 @@ def test_sdar_commit_counts_follow_the_rule(sdar):
 
 def test_fast_dllm_sub_blocks_in_order_and_block_starts_are_predicted(fast):
     rng = random.Random(4)
-    for _ in range(12):
+    for _ in range(8):
         prompt, p = _prompt(rng, fast), fast_params(rng, ignore_eos=True)
         out = generate(fast, prompt, p)
         plen, b = len(prompt), p.block_length
