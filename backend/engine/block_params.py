@@ -64,6 +64,9 @@ class BlockSamplingParams(SamplingParams):
         for name, instead in self.NOT_HERE.items():
             if getattr(self, name) is not None:
                 raise ValueError(f"{name}: not a {NAMES[self.family]} setting; {instead}")
+        if self.logprobs is not None:
+            raise ValueError("logprobs: not computed for block-diffusion models yet (nor cumulative_logprob); "
+                             "leave it unset")
         if self.sparse_retention < 1.0:
             raise ValueError("sparse_retention: must be 1 for block-diffusion models: their cache is exact and every "
                              "later step reads it (nothing is approximated away)")

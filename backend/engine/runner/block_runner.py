@@ -134,7 +134,7 @@ class BlockRunner:
         hidden = self.model(t["ids"], PackedBatch(t["positions"], seqlens, t["cu"]), ctx)
         rows = DecodeRows(t["dec_hidden"], t["dec_pos"], t["dec_temp"], t["dec_seed"], t["dec_step"], t["dec_random"],
                           t["dec_alg"], t["dec_top_p"], t["dec_top_k"], t["dec_alg_temp"])
-        tokens, conf, _ = budgeted_decode(
+        tokens, conf, _, _ = budgeted_decode(
             hidden, self.model.lm_head, rows, self.logit_budget_bytes, self.model.config.mask_token_id,
             sampling=any(x > 0 for x in dec_temp), any_random=False, any_dream=True,
             any_filter=any(x < 1.0 for x in dec_top_p) or any(k > 0 for k in dec_top_k))
