@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from backend.engine.config import DEFAULT_MODEL, MiB
+from benchmarks.block_profiles import BLOCK_PROFILES
 
 # Variants shared by every size: the scheduling policies (`fcfs` first: ratios are against it).
 SCHEDULER_VARIANTS = [
@@ -154,6 +155,10 @@ PROFILES: dict[str, dict] = {
         "cdf": "mixed",
     },
 }
+
+
+# The block-diffusion models' profiles (issue 26) live beside these.
+PROFILES.update(BLOCK_PROFILES)
 
 
 def load_profile(name_or_path: str) -> dict:

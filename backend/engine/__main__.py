@@ -18,7 +18,7 @@ from backend.engine.config import EngineConfig
 from backend.engine.engine import Engine
 
 SAMPLING_FLAGS = ("max_tokens", "block_length", "steps", "threshold", "temperature", "remasking", "seed",
-                  "refresh_interval", "cache")
+                  "refresh_interval", "cache", "denoising_steps", "sub_block_length")  # the last two: block diffusion
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from backend.engine.block_params import BLOCK_PARAMS
+from backend.engine.block_request import BlockRequest
 from backend.engine.config import EngineConfig, MiB
 from backend.engine.denoise import select_commits
 from backend.engine.device_setup import capture_graphs, cost_model_for
@@ -17,6 +19,7 @@ from backend.engine.kv.pool import KVPool
 from backend.engine.outputs import GenerationResult, RequestOutput
 from backend.engine.request import Phase, Request, Status
 from backend.engine.runner import fused_layers
+from backend.engine.runner.block_runner import BlockRunner
 from backend.engine.runner.model_runner import ModelRunner
 from backend.engine.sampling_params import SamplingParams, checkpoint_defaults
 from backend.engine.scheduling.cost_model import CostModel
@@ -51,13 +54,15 @@ class Engine:
         # CUDA: Triton kernels for the layers and the attention over the pool (a model shared between
         # engines gets exactly this engine's choice).
         self.uses_kernels = fused_layers.install(model) if self.config.cuda_kernels else fused_layers.uninstall(model)
-        graphs = None if not self.uses_kernels or self.config.enforce_eager else capture_graphs(model, self.pool,
-                                                                                                self.config)
+        block = model.config.block_causal  # SDAR / Fast-dLLM v2: the exact block cache (block_request.py)
+        graphs = None if block or not self.uses_kernels or self.config.enforce_eager else capture_graphs(
+            model, self.pool, self.config)
         cost = cost_model_for(model, self.config, graphs)  # after kernels and graphs: it times what will run
         self.scheduler = Scheduler(self.config.scheduler_config(), self.pool, cost,
                                    model.config.kv_bytes_per_token(self.pool.k[0].element_size()))
-        self.runner = ModelRunner(model, self.pool, self.config.logit_budget_bytes, graphs, self.uses_kernels,
-                                  self.config.sparse_window)
+        budget = self.config.logit_budget_bytes
+        self.runner = BlockRunner(model, self.pool, budget, self.uses_kernels) if block else ModelRunner(
+            model, self.pool, budget, graphs, self.uses_kernels, self.config.sparse_window)
         self.stop_checker = StopChecker(tokenizer, model.config.stop_token_ids if tokenizer is None
                                         else sorted(set(model.config.stop_token_ids) | set(tokenizer.stop_token_ids)))
         self.requests: dict[str, Request] = {}
@@ -89,7 +94,9 @@ class Engine:
             tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else path
             tokenizer = Tokenizer(tok_dir) if (tok_dir / "tokenizer.json").is_file() or (
                 tok_dir / "vocab.json").is_file() else None
-            defaults = checkpoint_defaults(path)
+            # The block-diffusion loops take their settings as arguments, not from generation_config.json
+            # (Qwen3's there, top_k 20 with top_p 0.95, is not what block_diffusion_generate decodes with).
+            defaults = {} if model.config.block_causal else checkpoint_defaults(path)
         kv_bytes = cfg.kv_cache_bytes
         if kv_bytes is None and device.type == "cuda":
             from backend.engine.runner.memory_profile import kv_budget_after_profiling
@@ -99,7 +106,13 @@ class Engine:
 
     # --- requests -------------------------------------------------------------------------------
     def make_params(self, values: dict | None = None) -> SamplingParams:
-        return SamplingParams.from_dict(values or {}, self.default_params).for_family(self.model_config.arch)
+        cfg = self.model_config
+        if cfg.block_causal:  # their own knobs; the block defaults to the checkpoint's
+            values = dict(values or {})
+            if values.get("block_length") is None:
+                values["block_length"] = self.default_params.get("block_length") or cfg.block_size
+            return BLOCK_PARAMS[cfg.arch].from_dict(values, self.default_params)
+        return SamplingParams.from_dict(values or {}, self.default_params).for_family(cfg.arch)
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> Request:
         """A request for these inputs, or a ValueError naming the field. Touches no engine state."""
@@ -117,9 +130,24 @@ class Engine:
             raise ValueError(f"max_tokens: prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceed "
                              f"the model's context of {cfg.max_sequence_length} positions")
         params = params.for_family(cfg.arch)  # the family's own settings: defaults, or refused by name
+        if cfg.block_causal:
+            return self._validate_block(prompt_ids, params)
         r = Request("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift)
         if params.sparse_retention < 1.0 and r.cacheable >= self.config.sparse_min_cached:
             r.retention, r.min_kept = params.sparse_retention, self.config.page_size
+        self.scheduler.check_fits(r)
+        return r
+
+    def _validate_block(self, prompt_ids: list[int], params) -> BlockRequest:
+        cfg, b, budget = self.model_config, params.block_length, self.config.max_num_batched_tokens
+        if b > budget:
+            raise ValueError(f"block_length: {b} exceeds max_num_batched_tokens={budget}")
+        # Prefill chunks take at most half the token budget (whole blocks), leaving room beside them.
+        chunk = max(b, budget // 2 // b * b)
+        r = BlockRequest("", list(prompt_ids), params, cfg.mask_token_id, cfg.logit_shift, chunk)
+        if r.end > cfg.max_sequence_length:
+            raise ValueError(f"max_tokens: prompt ({r.prompt_len}) + max_tokens ({params.max_tokens}), rounded up to "
+                             f"whole blocks of {b}, exceed the model's context of {cfg.max_sequence_length} positions")
         self.scheduler.check_fits(r)
         return r
 
@@ -226,6 +254,9 @@ class Engine:
         self.stats["forwards"] += 1
         self.stats["refresh_rows" if phase == Phase.REFRESH else "reuse_rows"] += (
             r.refresh_cost if phase == Phase.REFRESH else r.reuse_cost)
+        if isinstance(r, BlockRequest):
+            self.stats["committed"] += r.apply(res.plan, res.tokens, res.confidence)
+            return self._advance(r)
         if phase == Phase.REFRESH and self.pool.holds(r.request_id):
             r.cached_block = r.block  # the Refresh stored this block's cache
         chosen = select_commits(res.confidence, quota=r.quota(), threshold=r.params.threshold,

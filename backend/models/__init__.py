@@ -1,17 +1,18 @@
-"""Model architectures (LLaDA, Dream) in plain PyTorch, their layers and attention context, the model
-config (model_config.py: presets at real and tiny sizes), checkpoint names, the Hugging Face loader
-and the tokenizer. Imports nothing of the engine."""
+"""Model architectures (LLaDA, Dream; the block-diffusion SDAR and Fast-dLLM v2) in plain PyTorch,
+their layers and attention contexts (bidirectional, block-causal), the model config (model_config.py:
+presets at real and tiny sizes), checkpoint names, the Hugging Face loader and the tokenizer. Imports
+nothing of the engine."""
 
 from __future__ import annotations
 
 import torch
 
-from backend.models import dream, llada
+from backend.models import dream, fast_dllm, llada, sdar
 from backend.models.attention import AttentionContext, PackedBatch, varlen_attention
 from backend.models.model_config import ModelConfig, preset
 from backend.models.transformer import DiffusionLM, init_random_
 
-ARCH_MODULES = {"llada": llada, "dream": dream}
+ARCH_MODULES = {"llada": llada, "dream": dream, "sdar": sdar, "fast_dllm": fast_dllm}
 
 __all__ = ["AttentionContext", "DiffusionLM", "PackedBatch", "build_model",
            "default_dtype", "random_model", "varlen_attention"]

@@ -1,4 +1,4 @@
-"""Load and save Hugging Face-format checkpoints (LLaDA and Dream names) from a local directory.
+"""Load and save Hugging Face-format checkpoints (LLaDA, Dream, SDAR and Fast-dLLM v2 names) from a local directory.
 
 Nothing is ever fetched: the directory must hold `config.json` and either `model.safetensors` or
 sharded `*.safetensors` files with `model.safetensors.index.json`.
@@ -28,6 +28,11 @@ class CheckpointError(ValueError):
 
 def detect_arch(hf: dict) -> str:
     model_type = str(hf.get("model_type", "")).lower()
+    archs = hf.get("architectures") or []
+    if model_type == "sdar" or "SDARForCausalLM" in archs:
+        return "sdar"
+    if model_type == "fast_dllm_qwen" or "Fast_dLLM_QwenForCausalLM" in archs or "bd_size" in hf:
+        return "fast_dllm"
     if model_type == "llada" or "d_model" in hf:
         return "llada"
     if model_type in ("dream", "qwen2") or "num_hidden_layers" in hf:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-ARCHITECTURES = ("llada", "dream")
+ARCHITECTURES = ("llada", "dream", "sdar", "fast_dllm")
+# Block-diffusion families: attention is causal across blocks, bidirectional inside one (block_causal.py).
+BLOCK_CAUSAL_ARCHITECTURES = ("sdar", "fast_dllm")
 # The gate's activation in the gated MLP down(act(gate x) * up x): LLaDA's activation_type, Dream's hidden_act.
 ACTIVATIONS = ("silu", "gelu", "relu")
 
@@ -44,6 +46,14 @@ class ModelConfig:
     # Ids that end a generation besides EOS (LLaDA-Instruct's <|eot_id|>).
     extra_stop_token_ids: list[int] = field(default_factory=list)
     pad_token_id: int | None = None
+    # Block-diffusion families (SDAR on Qwen3, Fast-dLLM v2 on Qwen2.5). head_dim: Qwen3 names it in the
+    # config and it need not be hidden_size / num_heads (None: that quotient). qk_norm: Qwen3's per-head
+    # RMSNorm of queries and keys before rotary. attention_bias: Qwen3's bias on q/k/v *and* o.
+    # block_size: the default decoding block (SDAR block_size, Fast-dLLM bd_size); 0 for LLaDA / Dream.
+    explicit_head_dim: int | None = None
+    qk_norm: bool = False
+    attention_bias: bool = False
+    block_size: int = 0
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -52,7 +62,9 @@ class ModelConfig:
                      "vocab_size", "max_sequence_length"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
-        if self.hidden_size % self.num_heads:
+        if self.explicit_head_dim is not None and (int(self.explicit_head_dim) <= 0 or self.explicit_head_dim % 2):
+            raise ValueError(f"head_dim: must be a positive even integer, got {self.explicit_head_dim!r}")
+        if self.explicit_head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads: {self.num_kv_heads} does not divide num_heads={self.num_heads}")
@@ -60,6 +72,9 @@ class ModelConfig:
             raise ValueError(f"activation: {self.activation!r} is not supported (supported: {ACTIVATIONS})")
         if self.logit_shift not in (0, 1):
             raise ValueError(f"logit_shift: must be 0 or 1, got {self.logit_shift!r}")
+        if self.block_causal != (self.block_size > 0):
+            raise ValueError(f"block_size: {self.block_size} for arch {self.arch!r} (block-diffusion families need a "
+                             f"block size > 0, the others 0)")
         for name in ("mask_token_id", "eos_token_id"):
             tid = getattr(self, name)
             if not 0 <= tid < self.vocab_size:
@@ -67,7 +82,12 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.explicit_head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def block_causal(self) -> bool:
+        """Causal across blocks, bidirectional inside one: the exact block cache applies."""
+        return self.arch in BLOCK_CAUSAL_ARCHITECTURES
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -105,6 +125,33 @@ PRESETS: dict[str, ModelConfig] = {
         intermediate_size=96, vocab_size=101, rope_theta=1000000.0, rms_norm_eps=1e-6,
         max_sequence_length=512, qkv_bias=True, logit_shift=1, mask_token_id=100,
         eos_token_id=99, pad_token_id=99,
+    ),
+    # Block diffusion at real shapes (model cards: SDAR-1.7B-Chat and SDAR-8B-Chat on Qwen3, Fast_dLLM_v2_1.5B on
+    # Qwen2.5-1.5B) and tiny ones for the tests.
+    "sdar-1.7b": ModelConfig(
+        arch="sdar", hidden_size=2048, num_layers=28, num_heads=16, num_kv_heads=8, explicit_head_dim=128,
+        intermediate_size=6144, vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6,
+        max_sequence_length=32768, qk_norm=True, block_size=4, mask_token_id=151669, eos_token_id=151643,
+    ),
+    "sdar-8b": ModelConfig(
+        arch="sdar", hidden_size=4096, num_layers=36, num_heads=32, num_kv_heads=8, explicit_head_dim=128,
+        intermediate_size=12288, vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6,
+        max_sequence_length=32768, qk_norm=True, block_size=4, mask_token_id=151669, eos_token_id=151643,
+    ),
+    "fast-dllm-1.5b": ModelConfig(
+        arch="fast_dllm", hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, intermediate_size=8960,
+        vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6, max_sequence_length=32768, qkv_bias=True,
+        tie_word_embeddings=True, logit_shift=1, block_size=32, mask_token_id=151665, eos_token_id=151645,
+    ),
+    "tiny-sdar": ModelConfig(
+        arch="sdar", hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=2, explicit_head_dim=16,
+        intermediate_size=96, vocab_size=103, rope_theta=1000000.0, rms_norm_eps=1e-6, max_sequence_length=512,
+        qk_norm=True, block_size=4, mask_token_id=102, eos_token_id=101,
+    ),
+    "tiny-fast-dllm": ModelConfig(
+        arch="fast_dllm", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=96,
+        vocab_size=107, rope_theta=1000000.0, rms_norm_eps=1e-6, max_sequence_length=512, qkv_bias=True,
+        logit_shift=1, block_size=8, mask_token_id=106, eos_token_id=105,
     ),
 }
 

@@ -1,4 +1,5 @@
-"""The bidirectional transformer behind LLaDA and Dream (they differ only by config flags)."""
+"""The transformer behind LLaDA, Dream, SDAR and Fast-dLLM v2 (they differ only by config flags; the
+attention pattern, bidirectional or block-causal, is the attention context's)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ class SelfAttention(nn.Module):
         self.kv_size = self.num_kv_heads * self.head_dim
         # q, k and v as one matrix: one GEMM per layer instead of three.
         self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=cfg.attention_bias)
+        # Qwen3 (SDAR): RMSNorm over each head's dimensions of q and k, before rotary.
+        self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.rotary = rotary
 
     def forward(self, x: torch.Tensor, layer: int, batch: PackedBatch, ctx: AttentionContext) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        if self.q_norm is not None:  # rows of head_dim (2-D, the shape a fused norm kernel takes)
+            q = self.q_norm(q.reshape(-1, self.head_dim)).view(-1, self.q_size)
+            k = self.k_norm(k.reshape(-1, self.head_dim)).view(-1, self.kv_size)
         q, k = self.rotary.pair(q.view(-1, self.num_heads, self.head_dim),
                                 k.view(-1, self.num_kv_heads, self.head_dim), batch.positions)
         v = v.view(-1, self.num_kv_heads, self.head_dim)

@@ -39,6 +39,12 @@ times for lack of pages reserves them: nothing behind it is admitted until it is
 the first candidate in order is taken beyond the allowance when the iteration would otherwise be
 empty, or once passed over `max_refresh_wait` times (0, the default: at once) unless the capped
 pacing is in debt, evicting the newest Reuse rows from this iteration if the token budget needs it.
+
+Chunked prefill (block-diffusion requests, `fit_chunk`): beside Reuse work, a prefill chunk is sized
+to what the iteration still holds under max(the memory-bound time, (1 + refresh_slice) x the Reuse
+work's time), in whole blocks and at least one, and taken; alone, it is the request's full chunk. A
+prefill thus advances every iteration (no starvation) without stretching a denoising step beyond
+that target (by more than one block when not even one fits).
 """
 
 from __future__ import annotations
@@ -96,8 +102,14 @@ class PhasePolicy:
         for r in candidates:
             if id(r) in s.preempted_now:
                 continue
+            # A chunked prefill (block diffusion) beside denoising steps: sized to the iteration's target.
+            sized = reuse_tokens > 0 and hasattr(r, "fit_chunk")
+            if hasattr(r, "fit_chunk"):
+                room = self._room(cost, cfg, refresh_tokens, reuse_tokens, kv, free_until) if sized else None
+                if not r.fit_chunk(room) and refresh_tokens:
+                    continue  # not one block fits beside what is taken (the first one always goes)
             paid = r.refresh_cost <= self.credit
-            fits = paid or cost.predict(refresh_tokens + r.refresh_cost, reuse_tokens, kv) <= free_until
+            fits = sized or paid or cost.predict(refresh_tokens + r.refresh_cost, reuse_tokens, kv) <= free_until
             force = head and not scheduled and (
                 not batch or (r.refresh_wait >= cfg.max_refresh_wait and (not self.capped or self.credit >= 0)))
             head = False
@@ -146,6 +158,20 @@ class PhasePolicy:
         # Waiting requests have had nothing yet: their banks stay full; running ones share the slice.
         earn_shares(running, demand, min(sum(demand), cap), self.capped)
         return min(bounded, cap) + others
+
+    @staticmethod
+    def _room(cost, cfg, refresh_tokens: int, reuse_tokens: int, kv: int, free_until: float) -> int:
+        """Refresh tokens this iteration still holds beside its Reuse work: up to the memory-bound time,
+        or the refresh slice (a decoding request's slowdown <= 1 + refresh_slice), whichever is longer."""
+        limit = max(free_until, (1 + cfg.refresh_slice) * cost.predict(reuse=reuse_tokens, kv_bytes=kv))
+        lo, hi = 0, cfg.max_num_batched_tokens
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if cost.predict(refresh_tokens + mid, reuse_tokens, kv) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     @staticmethod
     def _free_until(cost, reuse_tokens: int, kv: int, has_reuse: bool) -> float:
