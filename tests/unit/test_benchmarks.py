@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backend.training import tasks
 from benchmarks import engine as engine_bench
 from benchmarks import fit_device, perf_analyzer, report, schedule_sim, workloads
 from benchmarks.loadtest_report import compare, markdown
@@ -191,3 +192,14 @@ def test_gpu_runbook_dry_run(tmp_path):
     assert json.loads((tmp_path / "device.json").read_text())["report"]["iterations"] == doc["results"][0][
         "engine"]["iterations"]
     assert "torch" in (tmp_path / "environment.txt").read_text()
+
+
+def test_length_accuracy_scores_each_length(tmp_path):
+    from benchmarks import length_accuracy
+
+    out = length_accuracy.main(["--per-task", "1", "--lengths", "16,48", "--threads", "1",
+                                "--json", str(tmp_path / "len.json")])
+    assert [r["max_tokens"] for r in out["rows"]] == [16, 48]
+    assert [r["block_length"] for r in out["rows"]] == [16, 24]  # the largest divisor up to 32
+    assert all(0.0 <= r["mean_accuracy"] <= 1.0 and set(r["accuracy"]) == set(tasks.TASKS) for r in out["rows"])
+    assert json.loads((tmp_path / "len.json").read_text())["rows"] == out["rows"]
