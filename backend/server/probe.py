@@ -48,7 +48,7 @@ def stopped_engines(metrics_text: str, model: str) -> list[str]:
 def busy_requests(metrics_text: str, model: str) -> float:
     """Requests running or waiting in `model`'s engines, all instances."""
     total = 0.0
-    for name, labels, value in re.findall(r'^dllm:num_requests_(running|waiting)\{([^}]*)\}\s+(\S+)$', metrics_text,
+    for _kind, labels, value in re.findall(r'^dllm:num_requests_(running|waiting)\{([^}]*)\}\s+(\S+)$', metrics_text,
                                           re.MULTILINE):
         if dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("model") == model:
             total += float(value)

@@ -2,7 +2,8 @@
 processes, each with its own engine, K/V pool and metric series (told apart by the `instance` and
 `pid` labels). Requests spread over both; a cancel with both busy frees both pools; an unload / load
 with both busy finishes every request on the old instances and leaves only the new instances' series;
-a drain with both busy (Kubernetes' preStop) waits for their requests, then Ctrl-C stops cleanly. One server for the module (its stop is the last check)."""
+a drain with both busy (Kubernetes' preStop) waits for their requests, then Ctrl-C stops cleanly. One
+server for the module (its stop is the last check)."""
 
 from __future__ import annotations
 
