@@ -17,6 +17,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 DEADLINE_S = 60.0  # a request without its final response by then counts as hung
+ERROR_PAUSE_S = 0.2  # a client's pause after an error before its next request
 
 
 @dataclass
@@ -134,9 +135,11 @@ def closed_loop(protocol: str, url: str, clients: int, seconds: float, prompts: 
                 i += clients
                 outcome = grpc.generate(prompt, sampling) if grpc else http_generate(url, prompt, sampling)
                 run.add(outcome)
-                if outcome.status != "ok" and grpc is not None:  # the stream may be broken: a new one
-                    grpc.close()
-                    grpc = GrpcClient(url)
+                if outcome.status != "ok":
+                    time.sleep(ERROR_PAUSE_S)  # as a client would, rather than spin on a refusing replica
+                    if grpc is not None:  # the stream may be broken: a new one
+                        grpc.close()
+                        grpc = GrpcClient(url)
         finally:
             if grpc is not None:
                 grpc.close()

@@ -162,14 +162,18 @@ def streaming_and_cancel(lb, replicas: list[Replica]) -> dict:
                 and sum(x.get("dllm:kv_pages_used", 0) for x in m) == 0)
 
     out["grpc_cancel"] = {"aborted_and_freed_after_s": wait_until(freed, 30)}
-    aborts = sum(r.scrape().get('dllm:requests_total{finish_reason="abort"}', 0) for r in replicas)
-    body = json.dumps({"text_input": "copy abcdefghij =", **LONG}).encode()
-    request = urllib.request.Request(f"http://{lb.http_url}/v2/models/dllm/generate_stream", data=body)
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        resp.readline()  # the first event: the request is running; then the client goes away
-    out["http_sse_disconnect"] = {"aborted_and_freed_after_s": wait_until(freed, 30)}
+    # An HTTP client that goes away in the middle of generate_stream, through nginx and directly.
+    for key, url in (("http_sse_disconnect", lb.http_url),
+                     ("http_sse_disconnect_direct", f"127.0.0.1:{replicas[0].http}")):
+        wait_until(lambda: sum(r.scrape().get("dllm:kv_pages_used", 0) for r in replicas) == 0, 120)
+        aborts = sum(r.scrape().get('dllm:requests_total{finish_reason="abort"}', 0) for r in replicas)
+        body = json.dumps({"text_input": "copy abcdefghij =", **LONG}).encode()
+        request = urllib.request.Request(f"http://{url}/v2/models/dllm/generate_stream", data=body)
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            resp.readline()  # the first event: the request is running; then the client goes away
+        out[key] = {"aborted_and_freed_after_s": wait_until(freed, 20)}
     print(f"streaming via nginx: {out['stream']}; gRPC cancel: {out['grpc_cancel']}; "
-          f"HTTP SSE disconnect: {out['http_sse_disconnect']}")
+          f"HTTP SSE disconnect: {out['http_sse_disconnect']} (directly: {out['http_sse_disconnect_direct']})")
     return out
 
 
