@@ -46,10 +46,11 @@ COPY model_repository /models
 #   docker exec -d <container> python3 -m openai_server --host 0.0.0.0 --triton-url localhost:8001 \
 #     --tokenizer /models/dllm/1/default-model
 EXPOSE 8000 8001 8002 9000
-# The same restriction as backend/server/network.py applies to `make serve`: "@DLLM_ADMIN_KEY" is the
-# placeholder the shim replaces with "=<key>" (without the shim Triton refuses the option and exits).
+# DLLM_EXIT_TIMEOUT_SECS: how long a stopping server waits for in-flight requests (deploy/kubernetes/
+# sets it within the pod's termination grace). The same restriction as backend/server/network.py applies
+# to `make serve`: "@DLLM_ADMIN_KEY" is the placeholder the shim replaces with "=<key>" (without the shim Triton refuses the option and exits).
 CMD ["/bin/sh", "-c", "export DLLM_ADMIN_KEY=${DLLM_ADMIN_KEY:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \\n')}; \
 apis=model-repository,shared-memory,trace,logging; \
 export LD_PRELOAD=/opt/dllm-serve/lib/libdllm_admin_key.so${LD_PRELOAD:+:$LD_PRELOAD}; \
-exec tritonserver --model-repository=/models --exit-timeout-secs=30 \
+exec tritonserver --model-repository=/models --exit-timeout-secs=${DLLM_EXIT_TIMEOUT_SECS:-30} \
 --http-restricted-api=$apis:dllm-admin-key@DLLM_ADMIN_KEY --grpc-restricted-protocol=$apis:dllm-admin-key@DLLM_ADMIN_KEY"]

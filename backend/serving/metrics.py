@@ -69,6 +69,9 @@ GAUGES = {
     "waiting": ("dllm:num_requests_waiting", "Requests waiting for admission"),
     "kv_pages_used": ("dllm:kv_pages_used", "K/V pool pages in use"),
     "kv_pages_total": ("dllm:kv_pages_total", "K/V pool pages in all"),
+    # Triton 2.51 never asks the model whether it is ready, so a stopped engine loop shows here (0) for a
+    # readiness probe (backend/server/probe.py) to read.
+    "engine_up": ("dllm:engine_up", "1 while the instance's engine loop serves, 0 once it has stopped"),
 }
 
 

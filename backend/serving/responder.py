@@ -302,5 +302,6 @@ class Responder:
             iterations = self._engine.take_iterations()
         except Exception:
             return
+        stats["engine_up"] = 0 if getattr(self._engine, "dead", None) else 1
         self._metrics.set_engine_stats(stats)
         self._metrics.observe_iterations(iterations)

@@ -13,6 +13,10 @@ available again, when Triton hands new requests to the successor instead of refu
 
 The hold ends anyway when the server is stopping (its readiness call fails: nothing will come back) or
 after `hold_limit` seconds (an unload with no load after it: the instance cannot finish otherwise).
+Once a readiness call has failed the gate stays open for good and never asks again: in 2.51 the first
+call after the server began to stop raises "Server not ready", and a second one crashes the stub
+(SIGSEGV inside `is_model_ready`), which left every in-flight request of a stopping server (Ctrl-C,
+or a Kubernetes pod's SIGTERM) without its final response and the server waiting for its exit timeout.
 
 `is_available` is `pb_utils.is_model_ready` bound to the model's name; None (unit tests, no Triton)
 means always open.
@@ -49,18 +53,20 @@ class WriteGate:
         self._held_since: float | None = None  # the current hold's start
         self._back_at: float | None = None  # when the model was first seen available again
         self._gave_up = False  # hold_limit passed: open until the model is available again
+        self._stopping = False  # a readiness call failed: the server is stopping; never ask again
         self.holds = 0
         self.checks = 0
         self.check_seconds = 0.0
 
     def open(self) -> bool:
         """Whether writes may go out now. Ask before each write."""
-        if self._available is None or self._clock() < self._open_until:
+        if self._available is None or self._stopping or self._clock() < self._open_until:
             return True
         started = time.perf_counter()
         try:
             available = bool(self._available())
         except Exception as e:  # "Server not ready": it is stopping and the model will not come back
+            self._stopping = True
             return self._release(f"the server is stopping ({e})", back=True)
         finally:
             self.checks += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
+from backend.server.probe import check
 from tests.integration.calls import GrpcStreams, grpc_generate, grpc_inputs
 from tests.integration.conftest import MODEL_REPOSITORY
 
@@ -62,6 +63,11 @@ def test_a_dead_engine_loop_fails_every_request_at_once(server):
         assert later.error is not None and later.error.startswith("internal error: the engine has stopped")
         assert "the engine loop has stopped (IndexError: injected failure)" in server.log()
         assert grpc_generate(server.grpc_url, "12+34=", {"max_tokens": 16}).error is None  # dllm is unaffected
+        # Triton 2.51 still calls the model ready; the readiness probe (dllm:engine_up) does not.
+        assert client.is_model_ready("dllm_dies")
+        why = _wait_not_ready(server, "dllm_dies")
+        assert why.startswith("the engine loop of dllm_dies") and "has stopped" in why, why
+        assert check(http_port=server.http_port, metrics_port=server.metrics_port, model="dllm") is None
         unloads = server.log().count("successfully unloaded 'dllm_dies'")
         client.unload_model("dllm_dies", headers=server.admin(), client_timeout=60)
         end = time.monotonic() + 60
@@ -70,6 +76,15 @@ def test_a_dead_engine_loop_fails_every_request_at_once(server):
             time.sleep(0.2)
     finally:
         client.close()
+
+
+def _wait_not_ready(server, model: str) -> str:
+    """The probe's reason (the gauge is refreshed twice a second by the response thread)."""
+    end = time.monotonic() + 10
+    while (why := check(http_port=server.http_port, metrics_port=server.metrics_port, model=model)) is None:
+        assert time.monotonic() < end, "the probe still calls the dead engine ready"
+        time.sleep(0.2)
+    return why
 
 
 def _generate(server, model: str):

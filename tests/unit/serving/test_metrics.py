@@ -19,7 +19,7 @@ def test_each_instance_and_process_has_its_own_series():
     for family in MetricFamily.every:
         for metric in family.metrics:
             series.setdefault((family.name, tuple(sorted(metric.labels.items()))), []).append(metric)
-    assert len(series) == 3 * 20  # 20 each: 7 counters (one finish reason), 9 histograms, 4 gauges
+    assert len(series) == 3 * 21  # 21 each: 7 counters (one finish reason), 9 histograms, 5 gauges
     assert all(len(owners) == 1 for owners in series.values())  # no two owners share a series
     gauge = next(f for f in MetricFamily.every if f.name == "dllm:kv_pages_used").metrics[0]
     assert gauge.labels == {"model": "dllm", "version": "1", "instance": "dllm_0", "pid": "100"}

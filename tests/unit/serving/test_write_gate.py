@@ -84,6 +84,17 @@ def test_server_stopping_opens():
     assert g.open() and "server is stopping" in lines[-1]
 
 
+def test_never_asks_again_once_the_server_is_stopping():
+    # Triton 2.51: the second readiness call of a stopping server crashes the stub (SIGSEGV).
+    g, clock, server, _ = gate(reuse=0.005)
+    server.stopping = True
+    assert g.open() and server.calls == 1
+    for t in (1.0, 10.0, 100.0):
+        clock.t = t
+        assert g.open()
+    assert server.calls == 1
+
+
 def submit(responder, rid):
     sender = Sender()
     req = GenerateRequest("p", stream=True, exclude_input_in_output=True)
