@@ -5,6 +5,7 @@ from __future__ import annotations
 from backend.models.checkpoint_names import TensorMap, gate_up_rows, qkv_rows
 from backend.models.config_fields import DREAM_FIELDS, resolve
 from backend.models.model_config import ModelConfig
+from backend.models.qwen_names import common_hf
 
 ACTIVATION_NAMES = {"swish": "silu"}  # transformers' alias
 
@@ -45,25 +46,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     if (cfg.embedding_scale, cfg.logit_scale, cfg.norm_weight_offset) != (1.0, 1.0, 0.0):
         raise ValueError("arch: Dream has no config field for embedding_scale, logit_scale or norm_weight_offset")
     out = {name: f.default for name, f in DREAM_FIELDS.items()}
-    out.update({
-        "architectures": ["DreamModel"],
-        "model_type": "Dream",
-        "hidden_act": cfg.activation,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_kv_heads,
-        "num_hidden_layers": cfg.num_layers,
-        "vocab_size": cfg.vocab_size,
-        "rope_theta": cfg.rope_theta,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "max_position_embeddings": cfg.max_sequence_length,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "mask_token_id": cfg.mask_token_id,
-        "eos_token_id": cfg.eos_token_id,
-        "extra_stop_token_ids": cfg.extra_stop_token_ids,
-        "pad_token_id": cfg.pad_token_id,
-    })
+    out.update({"architectures": ["DreamModel"], "model_type": "Dream", **common_hf(cfg),
+                "pad_token_id": cfg.pad_token_id})
     return out
 
 

@@ -40,7 +40,7 @@ def tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
 
 
 def common_hf(cfg: ModelConfig) -> dict:
-    """The Qwen fields every block-diffusion config.json carries, from our config."""
+    """The Qwen2/Qwen3 fields every Qwen-based config.json carries (Dream, SDAR, Fast-dLLM v2), from our config."""
     return {
         "hidden_act": cfg.activation,
         "hidden_size": cfg.hidden_size,
