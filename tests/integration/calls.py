@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -144,3 +145,16 @@ def metric(metrics: dict[str, float], name: str, **labels) -> float:
         if base == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
             total += value
     return total
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll `predicate` until it is truthy (its value is returned) or fail after `timeout` seconds.
+    The metrics are updated by the response thread after the final response goes out, so a client
+    can read them a moment before they show its request."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)

@@ -15,7 +15,7 @@ from backend.engine.engine import Engine
 from backend.models import random_model
 from backend.models.loader import save_checkpoint
 from backend.models.model_config import ModelConfig
-from tests.integration.calls import grpc_generate, metric, scrape_metrics
+from tests.integration.calls import grpc_generate, metric, scrape_metrics, wait_for
 from tests.integration.server import start_server
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -66,4 +66,4 @@ def test_other_families_settings_are_refused_by_name(server, key, value):
 
 def test_pages_come_back(server):
     grpc_generate(server.grpc_url, "9+9=", SAMPLING)
-    assert metric(scrape_metrics(server.metrics_port), "dllm:kv_pages_used") == 0
+    wait_for(lambda: metric(scrape_metrics(server.metrics_port), "dllm:kv_pages_used") == 0, 10, "pages freed")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.integration.calls import GrpcStreams, grpc_inputs, metric, scrape_metrics
+from tests.integration.calls import GrpcStreams, grpc_inputs, metric, scrape_metrics, wait_for
 
 VLLM_SAMPLING = {"temperature": "0", "top_p": "1"}  # what every request of those suites carries
 LONG = "copy abcdefghijklmnop ="  # answers 16 letters: with max_tokens 8 it ends at `length`
@@ -208,7 +208,13 @@ def test_per_request_histograms(server):
     labels = {"model": "dllm", "version": "1"}
     before = scrape_metrics(server.metrics_port)
     vllm_call(server.grpc_url, LONG, {**VLLM_SAMPLING, "max_tokens": 8}, stream=False)
-    after = scrape_metrics(server.metrics_port)
+    name = "dllm:request_params_n_count"  # observed with the others, after the final response went out
+
+    def counted():
+        now = scrape_metrics(server.metrics_port)
+        return now if metric(now, name, **labels) > metric(before, name, **labels) else None
+
+    after = wait_for(counted, 10, "the request's histograms")
     for name in ("dllm:request_prompt_tokens", "dllm:request_generation_tokens", "dllm:request_params_n",
                  "dllm:time_per_output_token_seconds"):
         assert metric(after, f"{name}_count", **labels) - metric(before, f"{name}_count", **labels) == 1, name
