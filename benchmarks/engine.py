@@ -51,6 +51,8 @@ def parse_args(argv):
     ap.add_argument("--max-seconds", type=float, help="abort a run's remaining requests after this long")
     ap.add_argument("--tag", help="machine name used in file names (default: derived from the hardware)")
     ap.add_argument("--readme", type=Path, help="update the benchmark block of this README")
+    ap.add_argument("--readme-block", default="bench",
+                    help="which block: the one between <!-- NAME:begin --> and <!-- NAME:end --> (default bench)")
     ap.add_argument("--no-plots", action="store_true")
     return ap.parse_args(argv)
 
@@ -151,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         def rel(p: Path) -> Path:  # links in the README are relative to it
             return p.resolve().relative_to(root) if p.resolve().is_relative_to(root) else p
         plot = rel(args.out / plot_paths["latency_cdf"]) if "latency_cdf" in plot_paths else None
-        if report.update_readme(args.readme, table, plot, rel(path)):
-            print(f"updated the benchmark block of {args.readme}")
+        if report.update_readme(args.readme, table, plot, rel(path), args.readme_block):
+            print(f"updated the {args.readme_block} block of {args.readme}")
         else:
-            print(f"{args.readme}: no {report.README_BEGIN} block, left as it is")
+            print(f"{args.readme}: no {report.markers(args.readme_block)[0]} block, left as it is")
     return 0
 
 

@@ -30,7 +30,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--per-task", type=int, default=100)
     ap.add_argument("--lengths", default="16,32,64,128,256")
-    ap.add_argument("--cache", default="dual", choices=["dual", "none"])
+    ap.add_argument("--cache", choices=["dual", "none"],
+                    help="LLaDA / Dream cache mode (default: the engine's, dual; block models: their exact cache)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=50, help="prompts per engine.generate call")
     ap.add_argument("--json")
@@ -42,7 +43,7 @@ def main(argv=None) -> dict:
                                              kv_cache_bytes=256 << 20))
     rows = []
     for length in [int(x) for x in args.lengths.split(",")]:
-        params = engine.make_params({"max_tokens": length, "cache": args.cache})
+        params = engine.make_params({"max_tokens": length, **({"cache": args.cache} if args.cache else {})})
         t0 = time.time()
         rep = report(evaluate(engine_decoder(engine, []), tokenizer, params, examples, batch_size=args.batch),
                      params, time.time() - t0)

@@ -14,6 +14,11 @@ README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
 
 
+def markers(block: str = "bench") -> tuple[str, str]:
+    """The README markers of a benchmark block (`bench`: the bundled LLaDA model's; one per profile family)."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
 def add_ratios(results: list[dict], baseline: str) -> None:
     """Per workload, each variant's throughput, p95 latency and peak memory over the baseline's."""
     base = {r["workload"]: r for r in results if r["variant"] == baseline}
@@ -117,15 +122,16 @@ def write_json(doc: dict, path: Path) -> Path:
     return path
 
 
-def update_readme(readme: Path, table: str, plot: Path | None, source: Path) -> bool:
+def update_readme(readme: Path, table: str, plot: Path | None, source: Path, block: str = "bench") -> bool:
     """Replace the block between the markers; False (README untouched) when the markers are missing."""
     text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
+    begin, end = markers(block)
+    if begin not in text or end not in text:
         return False
     body = [f"Latest `make bench` results (from `{source.as_posix()}`):", "", table.rstrip()]
     if plot is not None:
         body += ["", f"![latency CDF]({plot.as_posix()})"]
-    block = f"{README_BEGIN}\n" + "\n".join(body) + f"\n{README_END}"
-    new = re.sub(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), lambda _: block, text, flags=re.S)
+    new_block = f"{begin}\n" + "\n".join(body) + f"\n{end}"
+    new = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: new_block, text, flags=re.S)
     readme.write_text(new)
     return True

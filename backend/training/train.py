@@ -8,6 +8,9 @@ with probability t, and the loss is the cross-entropy on masked positions weight
 and divided by `gen_length` (LLaDA's SFT loss); the prompt is never masked. Everything random comes
 from `--seed` (drawn on the host, so CPU and GPU runs see the same examples and masks); a run is
 repeatable on the same machine, device and thread count.
+
+`--arch sdar` trains a block-diffusion model instead (SDAR's objective, block_objective.py), from
+random weights or from the LLaDA model (`--init-from`, model_init.py converts it).
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from backend.models import build_model
-from backend.models.loader import load_model, save_checkpoint
-from backend.models.model_config import ModelConfig
+from backend.models.loader import save_checkpoint
 from backend.training import char_tokenizer, tasks
+from backend.training.block_objective import block_diffusion_loss
 from backend.training.data import Curriculum, prefetch
+from backend.training.model_init import build
 from backend.training.objective import masked_diffusion_loss
 
 
@@ -45,7 +48,9 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    # Model: LLaDA architecture, small.
+    # Model: LLaDA architecture (masked-diffusion SFT), or "sdar" (block diffusion, block_objective.py).
+    arch: str = "llada"
+    block_size: int = 4  # sdar: the block its training and decoding use
     hidden_size: int = 192
     num_layers: int = 6
     num_heads: int = 6
@@ -59,6 +64,13 @@ class TrainConfig:
     # Answer lengths (EOS padding included) drawn per micro-batch, e.g. "16,32,64,128,256" (empty:
     # gen_length only): the model then answers the same whatever max_tokens a client asks for.
     gen_lengths: str = ""
+    # Divide each example's loss by this many tokens (0: its micro-batch's answer length, LLaDA's SFT);
+    # with gen_lengths, a fixed number keeps long EOS padding from diluting the answer tokens.
+    loss_norm_length: int = 0
+    # Fraction of examples drawn as semi-autoregressive decoding states (objective.masks_and_weights),
+    # with blocks drawn from semi_ar_blocks.
+    semi_ar: float = 0.0
+    semi_ar_blocks: str = "16,32"
     # Curriculum (backend.training.data.Curriculum).
     ramp: float = 0.25
     kv_start: int = 40
@@ -90,34 +102,6 @@ class TrainConfig:
         return groups
 
 
-def model_config(cfg: TrainConfig) -> ModelConfig:
-    ids = char_tokenizer.special_ids()
-    return ModelConfig(arch="llada", hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                       num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
-                       intermediate_size=cfg.intermediate_size, vocab_size=char_tokenizer.build().get_vocab_size(),
-                       rope_theta=cfg.rope_theta, max_sequence_length=cfg.max_sequence_length,
-                       mask_token_id=ids["mask"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
-
-
-def init_weights_(model, seed: int):
-    """Fan-in scaled init (std 1/sqrt(fan_in); residual outputs shrunk by 1/sqrt(2 * layers)).
-
-    The models' `init_random_` (std 0.02, for performance work) leaves attention almost uniform at
-    this width: q.k logits start near 0.1 and retrieval-style heads take hundreds of steps to form.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.fill_(1.0)
-                continue
-            std = 1.0 if name.startswith("embed") else p.shape[1] ** -0.5
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                std /= math.sqrt(2 * len(model.layers))
-            p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model
-
-
 def lr_at(cfg: TrainConfig, step: int) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -134,27 +118,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build(cfg: TrainConfig, device: torch.device):
-    if cfg.init_from:
-        model = load_model(cfg.init_from, dtype=torch.float32)
-        want = model_config(cfg)
-        if dataclasses.replace(model.config, max_sequence_length=want.max_sequence_length) != want:
-            raise ValueError(f"init_from: {cfg.init_from} has another architecture than this config")
-        if model.config != want:  # only the context differs (RoPE has no learnt positions): widen it
-            weights = model.state_dict()
-            model = build_model(want, torch.float32)
-            model.load_state_dict(weights)
-    else:
-        # Initialised on the host with a host generator: the same weights whatever the device.
-        model = init_weights_(build_model(model_config(cfg), torch.float32), cfg.seed)
-    return model.to(device).train().requires_grad_(True)
-
-
 def save(model, cfg: TrainConfig, out: Path, state: dict) -> None:
     save_checkpoint(model, out, dtype=getattr(torch, cfg.save_dtype))
     char_tokenizer.save(out)
-    gen = {"max_tokens": cfg.gen_length, "block_length": cfg.block_length, "steps": cfg.gen_length}
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    if cfg.arch != "sdar":  # block-diffusion families take the checkpoint's block size and official decoding
+        gen = {"max_tokens": cfg.gen_length, "block_length": cfg.block_length, "steps": cfg.gen_length}
+        (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     (out / "training_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
@@ -211,8 +180,15 @@ def train_step(model, opt, cfg: TrainConfig, batch, gen: torch.Generator, total_
     step_loss, per_task, tokens = torch.zeros((), device=device), {}, 0
     for group in batch.groups:
         names = [t for t, _, _ in group]
-        per_example, n_tok = masked_diffusion_loss(model, [p for _, p, _ in group], [a for _, _, a in group],
-                                                   mask_id, gen, cfg.bf16)
+        prompts, answers = [p for _, p, _ in group], [a for _, _, a in group]
+        if cfg.arch == "sdar":
+            per_example, n_tok = block_diffusion_loss(model, prompts, answers, mask_id, gen, cfg.bf16, cfg.block_size,
+                                                      model.config.eos_token_id, cfg.loss_norm_length or cfg.gen_length)
+        else:
+            per_example, n_tok = masked_diffusion_loss(model, prompts, answers,
+                                                       mask_id, gen, cfg.bf16, norm_length=cfg.loss_norm_length or None,
+                                                       semi_ar=cfg.semi_ar, eos_id=model.config.eos_token_id,
+                                                       blocks=tuple(int(b) for b in cfg.semi_ar_blocks.split(",")))
         (per_example.sum() / total_examples).backward()
         per_example = per_example.detach()
         step_loss += per_example.sum()

@@ -100,12 +100,12 @@ class GrpcStreams:
         self.client.close()
 
 
-def grpc_generate(url: str, prompt, sampling=None, stream: bool = True, **flags) -> StreamResult:
+def grpc_generate(url: str, prompt, sampling=None, stream: bool = True, model: str = "dllm", **flags) -> StreamResult:
     streams = GrpcStreams(url)
     try:
         flags.setdefault("return_finish_reason", True)
         flags.setdefault("return_num_output_tokens", True)
-        streams.send("one", grpc_inputs(prompt, sampling, stream=stream, **flags))
+        streams.send("one", grpc_inputs(prompt, sampling, stream=stream, **flags), model=model)
         return streams.wait_all()["one"]
     finally:
         streams.close()

@@ -108,15 +108,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
-def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITORY, model: str = "dllm",
+def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITORY, model: str | list[str] = "dllm",
                  extra: list[str] | None = None) -> RunningServer:
-    """Start tritonserver in explicit model-control mode with `model` loaded; raise RuntimeError with
-    the log's tail when it does not come up (tests must fail, not skip, when the server cannot start)."""
+    """Start tritonserver in explicit model-control mode with `model` (or each of a list) loaded; raise
+    RuntimeError with the log's tail when it does not come up (tests must fail, not skip, when the
+    server cannot start)."""
+    models = [model] if isinstance(model, str) else list(model)
     files = layout()
     http, grpc, metrics = free_ports(3)
     admin_key = secrets.token_urlsafe(16)  # the restricted APIs stay restricted, as in `make serve`
     cmd = server_command(files, model_repository, http, grpc, metrics, exit_timeout_secs=10,
-                         explicit_models=[model], extra=extra)
+                         explicit_models=models, extra=extra)
     env = server_env(files, admin_key=admin_key)  # the key goes to the shim, not on the command line
     log = open(log_path, "w")  # noqa: SIM115  (the server writes to it for its whole life)
     # A session of its own: a Ctrl-C in the test terminal must not reach the server directly, and
@@ -126,10 +128,11 @@ def start_server(log_path: Path, model_repository: Path = DEFAULT_MODEL_REPOSITO
     client_env = {k: v for k, v in env.items() if k != KEY_ENV}
     server = RunningServer(proc, http, grpc, metrics, log_path, client_env, admin_key)
     started = time.monotonic()
-    if not wait_ready(http, model, START_TIMEOUT_S, alive=lambda: proc.poll() is None):
+    waiting = [m for m in models if not wait_ready(http, m, START_TIMEOUT_S, alive=lambda: proc.poll() is None)]
+    if waiting:
         server.stop(10)
         tail = "\n".join(server.log().splitlines()[-40:])
-        raise RuntimeError(f"tritonserver did not get model {model!r} ready within {START_TIMEOUT_S} s "
+        raise RuntimeError(f"tritonserver did not get model {waiting[0]!r} ready within {START_TIMEOUT_S} s "
                            f"(exit code {proc.returncode}); command: {' '.join(cmd)}\n--- log tail ---\n{tail}")
     server.startup_s = time.monotonic() - started
     return server

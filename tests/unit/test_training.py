@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 
+from backend.engine.config import EngineConfig
+from backend.engine.engine import Engine
 from backend.models.loader import load_model
 from backend.training import tasks
 from backend.training.data import Curriculum, prefetch, stream
@@ -100,6 +102,24 @@ def test_continue_from_a_checkpoint(tmp_path):
         train(_tiny(tmp_path, "c", steps=10, init_from=str(tmp_path / "a"), num_layers=3))
 
 
+def test_block_diffusion_run_from_a_llada_checkpoint_serves_as_sdar(tmp_path):
+    """--arch sdar: the LLaDA model converted, trained with the block objective, saved in SDAR's
+    format (no generation_config.json: the family's official decoding applies) and served by the engine."""
+    train(_tiny(tmp_path, "llada", steps=5, save_every=5))
+    state = train(_tiny(tmp_path, "sdar", steps=20, save_every=20, arch="sdar", block_size=4,
+                        init_from=str(tmp_path / "llada")))
+    assert state["step"] == 20 and state["final_loss"] > 0
+    config = json.loads((tmp_path / "sdar" / "config.json").read_text())
+    assert config["architectures"] == ["SDARForCausalLM"] and config["block_size"] == 4
+    assert not (tmp_path / "sdar" / "generation_config.json").exists()
+    engine = Engine.from_config(EngineConfig(model=str(tmp_path / "sdar"), dtype="float32", device="cpu"))
+    assert engine.model_config.arch == "sdar"
+    [out] = engine.generate([engine.tokenizer.encode("sort cba =")], [engine.make_params({"max_tokens": 8})])
+    assert out.finish_reason in ("eos", "length")
+    cont = train(_tiny(tmp_path, "sdar2", steps=5, save_every=5, arch="sdar", init_from=str(tmp_path / "sdar")))
+    assert cont["step"] == 5
+
+
 @pytest.mark.parametrize("field,value", [("micro_batches", "add,kv"), ("batch", "add=2,nope=3"),
                                          ("device", "cuda:7")])
 def test_bad_settings_name_the_field(tmp_path, field, value):
@@ -154,3 +174,22 @@ def test_sweep_plans_trains_scores_and_packs(tmp_path):
         assert {"a/model.safetensors", "a/eval.json", "a/training_state.json"} <= set(tar.getnames())
     with tarfile.open(tmp_path / "pack" / "logs.tar") as tar:
         assert {"a.train.log", "a.calibrate.log", "summary.json"} <= set(tar.getnames())
+
+
+def test_semi_autoregressive_states_mask_the_tail_and_keep_the_prefix():
+    from backend.training.objective import masks_and_weights
+    eos = 46
+    answers = torch.tensor([[1, 2, 3] + [eos] * 61, [4] * 20 + [eos] * 44])
+    t = torch.tensor([0.5, 0.25])
+    plain, w = masks_and_weights(answers, t, torch.Generator().manual_seed(0), 0.0, (16, 32), eos)
+    again = torch.rand(2, 64, generator=torch.Generator().manual_seed(0)) < t[:, None]
+    assert torch.equal(plain, again) and torch.equal(w[1], torch.full((64,), 4.0))  # LLaDA's SFT unchanged
+    for seed in range(20):
+        masked, weight = masks_and_weights(answers, t, torch.Generator().manual_seed(seed), 1.0, (16, 32), eos)
+        for row in range(2):
+            first_eos = int((answers[row] == eos).nonzero()[0])
+            # Some block of 16 or 32 up to the EOS's: clean before it, 1/t inside, masked with weight 1 after.
+            fits = [(lo, lo + size) for size in (16, 32) for lo in range(0, first_eos + 1, size)
+                    if lo <= first_eos < 64 and not masked[row, :lo].any() and masked[row, lo + size:].all()
+                    and (weight[row, lo + size:] == 1.0).all() and (weight[row, lo:lo + size] == 1 / t[row]).all()]
+            assert fits, (seed, row)
