@@ -4,8 +4,9 @@ for more room than the answer needs must not change the answer).
     python -m benchmarks.length_accuracy --per-task 100 --lengths 16,32,64,128,256 --json out.json
 
 Each length runs the engine as the server does when a request sets only `max_tokens`: `block_length`
-the largest divisor up to 32, one token per step, greedy, dual cache (`--cache none` gives the
-reference decoder's tokens exactly, at more cost). Prints a table, writes JSON with `--json`.
+the largest divisor up to the checkpoint's (16 for the bundled model), one token per step, greedy,
+dual cache (`--cache none` gives the reference decoder's tokens exactly, at more cost; a
+block-diffusion model decodes with its exact cache). Prints a table, writes JSON with `--json`.
 """
 
 from __future__ import annotations

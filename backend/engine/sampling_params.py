@@ -215,9 +215,13 @@ class SamplingParams:
         for key in base:
             if key not in cls._CONVERTERS:
                 raise ValueError(f"{show(key)}: unknown sampling parameter in the defaults")
-        # Defaults that depend on the length or on the decoding mode yield to the request's choice.
+        # Defaults that depend on the length or on the decoding mode yield to the request's choice. A
+        # default block (the checkpoint's generation_config) stays the most a block may be: the
+        # request's max_tokens gets its largest divisor up to that block, so a model keeps the block
+        # it was tuned for whatever room the client asks for (issue 22).
         if "max_tokens" in given:
-            base.pop("block_length", None)
+            if "block_length" in base and "block_length" not in given:
+                base["block_length"] = largest_block(given["max_tokens"], base["block_length"])
             base.pop("steps", None)
         if "threshold" in given:
             base.pop("steps", None)

@@ -56,6 +56,12 @@ def test_from_dict_defaults_yield_to_request():
     assert SamplingParams.from_dict({}, defaults).block_length == 16
     p = SamplingParams.from_dict({"max_tokens": 8}, defaults)
     assert (p.block_length, p.steps) == (8, 8)
+    # The default block stays the cap: the largest divisor of the request's max_tokens up to it.
+    for max_tokens, block in ((256, 16), (64, 16), (24, 12), (17, 1)):
+        p = SamplingParams.from_dict({"max_tokens": max_tokens}, defaults)
+        assert (p.block_length, p.steps) == (block, max_tokens)
+    assert SamplingParams.from_dict({"max_tokens": 64, "block_length": 32}, defaults).block_length == 32
+    assert SamplingParams.from_dict({"max_tokens": 64}, {"max_tokens": 48}).block_length == 32
     p = SamplingParams.from_dict({"threshold": 0.9}, defaults)
     assert p.steps is None and p.threshold == 0.9
 
