@@ -200,6 +200,7 @@ def test_length_accuracy_scores_each_length(tmp_path):
     out = length_accuracy.main(["--per-task", "1", "--lengths", "16,48", "--threads", "1",
                                 "--json", str(tmp_path / "len.json")])
     assert [r["max_tokens"] for r in out["rows"]] == [16, 48]
-    assert [r["block_length"] for r in out["rows"]] == [16, 24]  # the largest divisor up to 32
+    # The largest divisor up to the bundled model's block_length (16, its generation_config.json).
+    assert [r["block_length"] for r in out["rows"]] == [16, 16]
     assert all(0.0 <= r["mean_accuracy"] <= 1.0 and set(r["accuracy"]) == set(tasks.TASKS) for r in out["rows"])
     assert json.loads((tmp_path / "len.json").read_text())["rows"] == out["rows"]

@@ -97,12 +97,13 @@ def test_a_10_mb_prompt_is_refused_before_tokenization(engine):
 
 def test_context_overflow_blames_the_field_that_overflows(engine):
     intake = make_intake(engine)
-    with pytest.raises(InvalidInput, match="^text_input: 600 tokens leave no room"):
-        intake.prepare(getter(text_input=text("1" * 600)))  # fits the byte bound, not the context
-    with pytest.raises(InvalidInput, match=r"^max_tokens: prompt \(400 tokens\)"):
-        intake.prepare(getter(text_input=text("1" * 400), sampling_parameters=text('{"max_tokens": 128}')))
-    assert len(intake.prepare(getter(text_input=text("1" * 400),
-                                     sampling_parameters=text('{"max_tokens": 64}'))).prompt_ids) == 400
+    ctx = engine.model_config.max_sequence_length  # one token per character
+    with pytest.raises(InvalidInput, match=f"^text_input: {ctx + 88} tokens leave no room"):
+        intake.prepare(getter(text_input=text("1" * (ctx + 88))))  # fits the byte bound, not the context
+    with pytest.raises(InvalidInput, match=rf"^max_tokens: prompt \({ctx - 112} tokens\)"):
+        intake.prepare(getter(text_input=text("1" * (ctx - 112)), sampling_parameters=text('{"max_tokens": 128}')))
+    assert len(intake.prepare(getter(text_input=text("1" * (ctx - 112)),
+                                     sampling_parameters=text('{"max_tokens": 64}'))).prompt_ids) == ctx - 112
 
 
 def test_special_token_text_is_plain_text_unless_configured(engine):
