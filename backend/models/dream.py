@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from backend.models.checkpoint_names import TensorMap, gate_up_rows, qkv_rows
+from backend.models import qwen_names
+from backend.models.checkpoint_names import TensorMap
 from backend.models.config_fields import DREAM_FIELDS, resolve
 from backend.models.model_config import ModelConfig
-from backend.models.qwen_names import common_hf
 
 ACTIVATION_NAMES = {"swish": "silu"}  # transformers' alias
 
@@ -46,25 +46,11 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     if (cfg.embedding_scale, cfg.logit_scale, cfg.norm_weight_offset) != (1.0, 1.0, 0.0):
         raise ValueError("arch: Dream has no config field for embedding_scale, logit_scale or norm_weight_offset")
     out = {name: f.default for name, f in DREAM_FIELDS.items()}
-    out.update({"architectures": ["DreamModel"], "model_type": "Dream", **common_hf(cfg),
+    out.update({"architectures": ["DreamModel"], "model_type": "Dream", **qwen_names.common_hf(cfg),
                 "pad_token_id": cfg.pad_token_id})
     return out
 
 
 def tensor_maps(cfg: ModelConfig, names: set[str] | None = None) -> list[TensorMap]:
-    qkv = qkv_rows(cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim)
-    gu = gate_up_rows(cfg.intermediate_size)
-    maps = [TensorMap("model.embed_tokens.weight", "embed.weight"), TensorMap("model.norm.weight", "norm.weight")]
-    if not cfg.tie_word_embeddings:
-        maps.append(TensorMap("lm_head.weight", "lm_head.weight"))
-    for i in range(cfg.num_layers):
-        b, p = f"model.layers.{i}.", f"layers.{i}."
-        maps += [TensorMap(b + "input_layernorm.weight", p + "attn_norm.weight"),
-                 TensorMap(b + "post_attention_layernorm.weight", p + "mlp_norm.weight"),
-                 TensorMap(b + "self_attn.o_proj.weight", p + "attn.o_proj.weight"),
-                 TensorMap(b + "mlp.gate_proj.weight", p + "mlp.gate_up_proj.weight", gu["gate"]),
-                 TensorMap(b + "mlp.up_proj.weight", p + "mlp.gate_up_proj.weight", gu["up"]),
-                 TensorMap(b + "mlp.down_proj.weight", p + "mlp.down_proj.weight")]
-        for s in ("weight", "bias"):
-            maps += [TensorMap(b + f"self_attn.{x}_proj.{s}", p + f"attn.qkv_proj.{s}", qkv[x]) for x in "qkv"]
-    return maps
+    # Qwen2's names; qkv_bias is always set for Dream, so the q/k/v biases are mapped too.
+    return qwen_names.tensor_maps(cfg)

@@ -64,13 +64,13 @@ def qk_scales(model, ids: list[list[int]]) -> list[tuple[float, float]]:
     """Per layer, the RMS of the model's query and key head vectors over the sequences `ids`."""
     seen: list[tuple[float, float]] = []
 
-    def hook(module, _inputs, out):
-        q, k, _ = out.split([module.q_size, module.kv_size, module.kv_size], dim=-1)
-        rms = lambda x: float(x.reshape(-1, module.head_dim).pow(2).mean().sqrt())  # noqa: E731
-        seen.append((rms(q), rms(k)))
+    def recorder(attn):
+        def hook(_qkv_proj, _inputs, qkv):
+            q, k, _ = qkv.split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
+            seen.append(tuple(float(x.reshape(-1, attn.head_dim).pow(2).mean().sqrt()) for x in (q, k)))
+        return hook
 
-    handles = [layer.attn.qkv_proj.register_forward_hook(
-        lambda m, i, o, attn=layer.attn: hook(attn, i, o)) for layer in model.layers]
+    handles = [layer.attn.qkv_proj.register_forward_hook(recorder(layer.attn)) for layer in model.layers]
     with torch.no_grad():
         flat = torch.tensor([t for x in ids for t in x])
         model(flat, PackedBatch.contiguous([len(x) for x in ids]))

@@ -93,6 +93,12 @@ class TrainConfig:
             sizes[name] = int(n)
         return sizes
 
+    def semi_ar_block_sizes(self) -> tuple[int, ...]:
+        sizes = tuple(int(b) for b in self.semi_ar_blocks.split(",") if b.strip())
+        if self.semi_ar and (not sizes or min(sizes) < 1):
+            raise ValueError(f"semi_ar_blocks: positive block lengths needed with semi_ar, got {self.semi_ar_blocks!r}")
+        return sizes
+
     def groups(self) -> list[list[str]]:
         groups = [g.split("+") for g in self.micro_batches.split(",")]
         named = [t for g in groups for t in g]
@@ -171,7 +177,8 @@ class Progress:
                 "final_loss": round(sum(tail) / max(1, len(tail)), 4), "loss_window_steps": len(tail)}
 
 
-def train_step(model, opt, cfg: TrainConfig, batch, gen: torch.Generator, total_examples: int):
+def train_step(model, opt, cfg: TrainConfig, batch, gen: torch.Generator, total_examples: int,
+               semi_ar_blocks: tuple[int, ...] = ()):
     """One optimizer step over the batch's micro-batches; (step loss, loss per task, tokens)."""
     device, mask_id = model.device, model.config.mask_token_id
     for g in opt.param_groups:
@@ -188,7 +195,7 @@ def train_step(model, opt, cfg: TrainConfig, batch, gen: torch.Generator, total_
             per_example, n_tok = masked_diffusion_loss(model, prompts, answers,
                                                        mask_id, gen, cfg.bf16, norm_length=cfg.loss_norm_length or None,
                                                        semi_ar=cfg.semi_ar, eos_id=model.config.eos_token_id,
-                                                       blocks=tuple(int(b) for b in cfg.semi_ar_blocks.split(",")))
+                                                       blocks=semi_ar_blocks)
         (per_example.sum() / total_examples).backward()
         per_example = per_example.detach()
         step_loss += per_example.sum()
@@ -207,7 +214,7 @@ def train(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
     gen = torch.Generator().manual_seed(cfg.seed)  # masks and noise levels, drawn on the host
     out = Path(cfg.out)
-    sizes = cfg.batch_sizes()
+    sizes, semi_ar_blocks = cfg.batch_sizes(), cfg.semi_ar_block_sizes()
     curriculum = Curriculum(cfg.steps, cfg.ramp, cfg.kv_start, cfg.kv_min_chars,
                             None if cfg.kv_ramp < 0 else cfg.kv_ramp)
     # The example workers are forked before CUDA is initialised in this process.
@@ -232,7 +239,7 @@ def train(cfg: TrainConfig) -> dict:
     done = 0
     try:
         for batch in batches:
-            progress.add(*train_step(model, opt, cfg, batch, gen, sum(sizes.values())))
+            progress.add(*train_step(model, opt, cfg, batch, gen, sum(sizes.values()), semi_ar_blocks))
             done = batch.step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 progress.log(batch.step)

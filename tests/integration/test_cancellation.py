@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-from tests.integration.calls import GrpcStreams, grpc_generate, grpc_inputs, metric, scrape_metrics
+from tests.integration.calls import GrpcStreams, grpc_generate, grpc_inputs, metric, scrape_metrics, wait_for
 
 # Long enough (seconds on a CPU) that it is still running when we cancel: many blocks, one token per step.
 LONG = {"max_tokens": 448, "block_length": 8, "steps": 448, "ignore_eos": True}
-
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_cancel_mid_stream_frees_the_kv_pages(server, expected):
