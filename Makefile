@@ -95,14 +95,16 @@ serve-openai: serve-deps openai-deps
 		--model-repository $(MODEL_REPOSITORY) $(if $(OPEN_ADMIN_APIS),--open-admin-apis,)
 
 # --- benchmarks ----------------------------------------------------------------------------------
-# In-process engine benchmark on the bundled model, on the CPU (a few minutes): writes
-# benchmarks/results/<date>-<machine>.{json,md}, plots and workloads, and refreshes the README's table.
+# In-process engine benchmarks on the two bundled models, on the CPU (a few minutes each): the LLaDA-
+# architecture one (profile cpu), then the block-diffusion one (profile block-cpu). Each writes
+# benchmarks/results/<date>-<machine>[-profile].{json,md} and plots, and refreshes its README table.
 # Server load test with Perf Analyzer against a running `make serve` (same GRPC_PORT), compared with
 # the newest engine results. More: benchmarks/README.md.
 # One torch thread by default: on the 2-core machines shared with other work, OpenMP's spinning
 # threads made 2 threads 7x slower than 1 under contention (2 threads win only on an idle machine).
 BENCH_THREADS ?= 1
 BENCH_ARGS ?=
+BLOCK_BENCH_ARGS ?=
 LOADTEST_ARGS ?= --concurrency 1,2,4,8 --rates 2,8,32,128 --replay burst,mixed
 
 .PHONY: bench loadtest
@@ -110,6 +112,8 @@ bench: setup
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m benchmarks.engine --profile cpu --out benchmarks/results --readme README.md \
 		--threads $(BENCH_THREADS) $(BENCH_ARGS)
+	$(PY) -m benchmarks.engine --profile block-cpu --out benchmarks/results --readme README.md \
+		--readme-block bench-block --threads $(BENCH_THREADS) $(BLOCK_BENCH_ARGS)
 
 loadtest: serve-deps
 	$(PY) -m benchmarks.loadtest --url localhost:$(GRPC_PORT) --compare latest $(LOADTEST_ARGS)

@@ -1,7 +1,7 @@
 """Benchmark profiles of the block-diffusion models (SDAR, Fast-dLLM v2: issue 26), merged into
-`benchmarks.profiles.PROFILES`. Random weights (no trained block-diffusion model is bundled), so the
-figures are speed only; `--model` switches the family or size (`tiny-fast-dllm`, `sdar-8b`,
-`fast-dllm-1.5b`) with the same workloads.
+`benchmarks.profiles.PROFILES`. `block-cpu` runs the bundled block-diffusion model on task prompts
+(accuracy checked); `--model` switches the family or size (`tiny-fast-dllm`, `sdar-8b`,
+`fast-dllm-1.5b`: random weights, speed only) with the same workloads.
 
     python -m benchmarks.engine --profile block-cpu --out benchmarks/results
     python -m benchmarks.engine --profile block-gpu --out results/      # sdar-1.7b, bf16
@@ -9,7 +9,9 @@ figures are speed only; `--model` switches the family or size (`tiny-fast-dllm`,
 
 from __future__ import annotations
 
-from backend.engine.config import MiB
+from backend.engine.config import REPO_ROOT, MiB
+
+BUNDLED_BLOCK_MODEL = str(REPO_ROOT / "model_repository" / "dllm-sdar" / "1" / "default-model")
 
 SCHEDULERS = [{"name": "fcfs", "engine": {"scheduler": "fcfs"}}, {"name": "phase", "engine": {"scheduler": "phase"}},
               {"name": "static", "engine": {"scheduler": "static"}}]
@@ -17,24 +19,30 @@ GPU_MIX = [{"kind": "short", "weight": 0.7, "prompt": [64, 256], "gen": [64, 256
            {"kind": "long", "weight": 0.3, "prompt": [1024, 2048], "gen": [128, 512]}]
 
 BLOCK_PROFILES: dict[str, dict] = {
-    # Seconds on 2 CPU cores: the engine path (chunked prefill beside denoising) on a tiny SDAR.
+    # `make bench`'s second part: the bundled block-diffusion model (SDAR architecture, trained on the
+    # tasks) on 2 CPU cores, its official decoding (low_confidence_dynamic, block 4), task prompts with
+    # their answers checked: bursts, long key-value prompts arriving among decoding requests (prefilled
+    # in chunks beside their steps), and a rate sweep, per scheduler.
     "block-cpu": {
-        "model": "tiny-sdar",
-        "engine": {"dtype": "float32", "kv_cache_bytes": 16 * MiB, "max_num_batched_tokens": 1024},
-        "prompts": "synthetic",
+        "model": BUNDLED_BLOCK_MODEL,
+        "engine": {"dtype": "float32", "kv_cache_bytes": 64 * MiB, "max_num_batched_tokens": 1024, "max_num_seqs": 64},
+        "prompts": "tasks",
         "gen_multiple": 4,
-        "sampling": {"ignore_eos": True},
-        "variants": [*SCHEDULERS, {"name": "budget-128", "engine": {"max_num_batched_tokens": 128}}],
+        "variants": [*SCHEDULERS, {"name": "budget-128", "engine": {"max_num_batched_tokens": 128}},
+                     {"name": "static-4-steps", "sampling": {"remasking": "low_confidence_static"}}],
         "scenarios": [
-            {"workload": {"name": "burst", "arrival": "burst", "n": 16,
-                          "classes": [{"prompt": [8, 40], "gen": [32, 32]}]}},
-            # Long prompts arriving among decoding requests: prefilled in chunks beside their steps.
-            {"workload": {"name": "mixed", "arrival": "poisson", "rate": 20.0, "n": 24,
+            {"workload": {"name": "burst", "arrival": "burst", "n": 64,
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]}},
+            {"workload": {"name": "mixed", "arrival": "poisson", "rate": 8.0, "n": 64,
                           "classes": [{"kind": "short", "weight": 0.7, "prompt": [8, 40], "gen": [16, 48]},
-                                      {"kind": "long", "weight": 0.3, "prompt": [300, 400], "gen": [16, 48]}]}},
+                                      {"kind": "long", "weight": 0.3, "prompt": [100, 300], "gen": [16, 48]}]}},
+            {"workload": {"name": "poisson", "arrival": "poisson", "n": 64,
+                          "classes": [{"kind": "short", "prompt": [8, 40], "gen": [32, 32]}]},
+             "rates": [8.0, 32.0, 128.0], "variants": ["fcfs", "phase", "static"]},
         ],
         "cdf": "mixed",
     },
+    # The same workloads on random weights of either family (speed only): --model tiny-sdar / tiny-fast-dllm.
     # The GPU run the issue asks for: SDAR-1.7B's shape (or --model sdar-8b), bursts N = 1 / 16 / 64 of
     # prompt 256 + gen 256 (block 4, 4 denoising steps: one token per step) and the mixed workload.
     "block-gpu": {

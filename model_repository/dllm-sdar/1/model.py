@@ -1,0 +1,1 @@
+../../dllm/1/model.py
