@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from backend.engine.config import DEFAULT_MODEL, MiB
-from benchmarks.block_profiles import BLOCK_PROFILES
+from benchmarks.block_profiles import block_profiles
 
 # Variants shared by every size: the scheduling policies (`fcfs` first: ratios are against it).
 SCHEDULER_VARIANTS = [
@@ -158,7 +158,7 @@ PROFILES: dict[str, dict] = {
 
 
 # The block-diffusion models' profiles (issue 26) live beside these.
-PROFILES.update(BLOCK_PROFILES)
+PROFILES.update(block_profiles(SCHEDULER_VARIANTS, GPU_MIX))
 
 
 def load_profile(name_or_path: str) -> dict:

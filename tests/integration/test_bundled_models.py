@@ -42,7 +42,7 @@ def http_text(server, model: str, prompt: str, sampling: dict) -> str:
 
 def test_block_model_is_a_block_diffusion_checkpoint():
     config = json.loads((CHECKPOINT / "config.json").read_text())
-    assert config["architectures"] == ["SDARForCausalLM"] and config["block_size"] == 4
+    assert config["architectures"] == ["SDARForCausalLM"] and config["block_size"] == 8
 
 
 def test_block_model_answers_the_tasks_as_the_engine_does(server, engine):
