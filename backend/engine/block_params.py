@@ -137,3 +137,15 @@ class FastDLLMParams(BlockSamplingParams):
 
 
 BLOCK_PARAMS: dict[str, type[BlockSamplingParams]] = {"sdar": SDARParams, "fast_dllm": FastDLLMParams}
+
+
+def params_for_model(cfg, values: dict | None, defaults: dict) -> SamplingParams:
+    """A request's parameters for a model of config `cfg`: a block-diffusion family takes its own knobs,
+    its block defaulting to the checkpoint's; LLaDA / Dream take theirs. The engine and the offline
+    evaluation build them the same way."""
+    values = dict(values or {})
+    if cfg.block_causal:
+        if values.get("block_length") is None:
+            values["block_length"] = defaults.get("block_length") or cfg.block_size
+        return BLOCK_PARAMS[cfg.arch].from_dict(values, defaults)
+    return SamplingParams.from_dict(values, defaults).for_family(cfg.arch)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from backend.engine.block_params import BLOCK_PARAMS
+from backend.engine.block_params import params_for_model
 from backend.engine.block_request import BlockRequest
 from backend.engine.config import EngineConfig, MiB
 from backend.engine.denoise import select_commits
@@ -106,13 +106,7 @@ class Engine:
 
     # --- requests -------------------------------------------------------------------------------
     def make_params(self, values: dict | None = None) -> SamplingParams:
-        cfg = self.model_config
-        if cfg.block_causal:  # their own knobs; the block defaults to the checkpoint's
-            values = dict(values or {})
-            if values.get("block_length") is None:
-                values["block_length"] = self.default_params.get("block_length") or cfg.block_size
-            return BLOCK_PARAMS[cfg.arch].from_dict(values, self.default_params)
-        return SamplingParams.from_dict(values or {}, self.default_params).for_family(cfg.arch)
+        return params_for_model(self.model_config, values, self.default_params)
 
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> Request:
         """A request for these inputs, or a ValueError naming the field. Touches no engine state."""

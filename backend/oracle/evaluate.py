@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from backend.engine.block_params import params_for_model
 from backend.engine.sampling_params import SamplingParams, checkpoint_defaults
 from backend.models.loader import load_model
 from backend.models.tokenizer import Tokenizer
@@ -129,9 +130,9 @@ def main(argv=None) -> dict:
                  if getattr(args, k) is not None}
     if args.seed_decode is not None:
         overrides["seed"] = args.seed_decode
-    params = SamplingParams.from_dict(overrides, defaults=default_params(args.model))
     model = load_model(args.model, dtype=getattr(torch, args.dtype), device=args.device)
-    params = params.for_family(model.config.arch)  # the family's own defaults (remasking / alg), for the report
+    # The family's own parameters and defaults (LLaDA remasking / Dream alg / a block model's knobs).
+    params = params_for_model(model.config, overrides, default_params(args.model))
     tokenizer = Tokenizer(args.model)
     examples = tasks.held_out_set(args.per_task, tuple(args.tasks.split(",")), seed=args.seed)
     t0 = time.time()

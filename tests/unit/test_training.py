@@ -13,6 +13,7 @@ import torch
 from backend.engine.config import EngineConfig
 from backend.engine.engine import Engine
 from backend.models.loader import load_model
+from backend.oracle.evaluate import main as evaluate_main
 from backend.training import tasks
 from backend.training.data import Curriculum, prefetch, stream
 from backend.training.train import TrainConfig, train
@@ -116,6 +117,9 @@ def test_block_diffusion_run_from_a_llada_checkpoint_serves_as_sdar(tmp_path):
     assert engine.model_config.arch == "sdar"
     [out] = engine.generate([engine.tokenizer.encode("sort cba =")], [engine.make_params({"max_tokens": 8})])
     assert out.finish_reason in ("eos", "length")
+    # The offline evaluation (what the training sweep scores with) decodes it with SDAR's official loop.
+    report = evaluate_main(["--model", str(tmp_path / "sdar"), "--per-task", "1", "--threads", "1"])
+    assert report["params"]["block_length"] == 4 and report["params"]["remasking"] == "low_confidence_dynamic"
     cont = train(_tiny(tmp_path, "sdar2", steps=5, save_every=5, arch="sdar", init_from=str(tmp_path / "sdar")))
     assert cont["step"] == 5
 
