@@ -8,7 +8,6 @@ import json
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from backend.server.network import free_ports
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -75,17 +76,6 @@ def write(kind: str, doc: dict, out: Path = RESULTS) -> Path:
     return path
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @dataclass
 class Servers:
     """Where the OpenAI server, Triton's gRPC and Triton's metrics listen."""
@@ -103,7 +93,7 @@ class Servers:
 
 def start_servers(log: Path, ready_timeout: float = 300.0) -> Servers:
     """`make serve-openai` on free ports (python -m openai_server.launch), its output in `log`."""
-    port, http, grpc, metrics_port = _free_ports(4)
+    port, http, grpc, metrics_port = free_ports(4)
     cmd = [sys.executable, "-m", "openai_server.launch", "--port", str(port), "--http-port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", str(metrics_port)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115

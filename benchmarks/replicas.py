@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ from datetime import date
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from backend.server.network import free_ports
 from backend.server.tritonserver import (
     DEFAULT_MODEL_REPOSITORY,
     join_log,
@@ -49,16 +49,6 @@ LONG = {"max_tokens": 448, "block_length": 8, "steps": 448, "ignore_eos": True} 
 PROMPTS = [f"{a}+{b}=" for a in range(10, 40, 3) for b in (7, 23)]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def repository(folder: Path, instances: int) -> Path:
     """The real dllm model (files linked) with `instances` KIND_CPU instances."""
     source = DEFAULT_MODEL_REPOSITORY / "dllm"
@@ -73,7 +63,7 @@ def repository(folder: Path, instances: int) -> Path:
 
 class Replica:
     def __init__(self, folder: Path, instances: int, threads: int):
-        self.http, self.grpc, self.metrics = _free_ports(3)
+        self.http, self.grpc, self.metrics = free_ports(3)
         files = layout()
         cmd = server_command(files, repository(folder / "repo", instances), self.http, self.grpc, self.metrics,
                              exit_timeout_secs=10, gpu=False)

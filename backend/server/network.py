@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
@@ -65,3 +66,15 @@ def admin_env(admin_key: str | None, shim: Path, ld_preload: str | None = None) 
 def admin_headers(admin_key: str, protocol: str = "http") -> dict[str, str]:
     """The headers a tritonclient call to an administrative API needs (`headers=`)."""
     return {(GRPC_ADMIN_HEADER if protocol == "grpc" else ADMIN_HEADER): admin_key}
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 now (held open together, so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((DEFAULT_HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.server.network import KEY_ENV, admin_headers
+from backend.server.network import KEY_ENV, admin_headers, free_ports
 from backend.server.tritonserver import (
     DEFAULT_MODEL_REPOSITORY,
     join_log,
@@ -23,17 +22,6 @@ from backend.server.tritonserver import (
 )
 
 START_TIMEOUT_S = 180
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
